@@ -1,0 +1,183 @@
+//! Strict JSON reading and RFC 8785 canonical writing, shared by jobs,
+//! policy snapshots and (later) audit entries. Pure: no IO.
+//!
+//! Reading is strict because a hash is only as good as the agreement on what
+//! was hashed: duplicate object keys (which different parsers resolve
+//! differently), integers that an IEEE double cannot hold exactly, and
+//! non-finite numbers are refused instead of silently changed.
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The largest integer magnitude an IEEE 754 double represents exactly
+/// together with all its neighbours (2^53). RFC 8785 serialises numbers as
+/// doubles, so larger integers would be hashed as a different value.
+pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Parses JSON text into a value, refusing duplicate keys, integers beyond
+/// ±2^53 and nesting deeper than `max_depth` containers.
+pub fn parse_strict(text: &[u8], max_depth: usize) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = StrictSeed {
+        depth_left: max_depth,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct StrictSeed {
+    depth_left: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl StrictSeed {
+    fn nested<E: de::Error>(&self) -> Result<StrictSeed, E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok(StrictSeed { depth_left }),
+            None => Err(E::custom("JSON nesting is too deep")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        if v.unsigned_abs() > MAX_EXACT_INTEGER {
+            return Err(E::custom(format_args!(
+                "integer {v} is beyond ±2^53 and cannot be hashed exactly; send it as a string"
+            )));
+        }
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        if v > MAX_EXACT_INTEGER {
+            return Err(E::custom(format_args!(
+                "integer {v} is beyond ±2^53 and cannot be hashed exactly; send it as a string"
+            )));
+        }
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite numbers are not JSON"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(StrictSeed {
+            depth_left: inner.depth_left,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            let v = map.next_value_seed(StrictSeed {
+                depth_left: inner.depth_left,
+            })?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Serialises a value as RFC 8785 (JCS) canonical JSON.
+///
+/// Values built by this crate never hold non-finite numbers (serde_json
+/// cannot represent them), so serialisation of a `Value` cannot fail.
+pub fn to_jcs(value: &Value) -> String {
+    match serde_json_canonicalizer::to_string(value) {
+        Ok(s) => s,
+        // INVARIANT: a serde_json::Value holds only finite numbers and
+        // string keys, which JCS always accepts.
+        Err(e) => unreachable!("JCS of a serde_json::Value failed: {e}"),
+    }
+}
+
+/// Lowercase hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Depth of nested containers in a value: a scalar is 0, `{}` is 1.
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let err = parse_strict(br#"{"a":{"b":1,"b":2}}"#, 8).unwrap_err();
+        assert!(err.to_string().contains("duplicate key `b`"), "{err}");
+    }
+
+    #[test]
+    fn large_integers_are_refused() {
+        assert!(parse_strict(b"9007199254740992", 4).is_ok());
+        assert!(parse_strict(b"-9007199254740992", 4).is_ok());
+        let err = parse_strict(b"9007199254740993", 4).unwrap_err();
+        assert!(err.to_string().contains("2^53"), "{err}");
+        assert!(parse_strict(b"-9007199254740993", 4).is_err());
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        assert!(parse_strict(b"[[[1]]]", 3).is_ok());
+        let err = parse_strict(b"[[[[1]]]]", 3).unwrap_err();
+        assert!(err.to_string().contains("too deep"), "{err}");
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        assert!(parse_strict(b"{} x", 4).is_err());
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        let v: Value = serde_json::json!({"a": [1, {"b": {}}]});
+        assert_eq!(depth(&v), 4);
+        assert_eq!(depth(&Value::Null), 0);
+    }
+}

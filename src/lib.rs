@@ -1,0 +1,21 @@
+//! gavel: a policy decision point with approval binding for autonomous agents.
+//!
+//! The pure core (`policy`, `job`, `canonical`) knows nothing of sockets,
+//! databases or files; the command line in `cli` is a thin shell around it.
+
+pub mod canonical;
+pub mod cli;
+pub mod job;
+pub mod policy;
+
+pub mod proto {
+    //! The generated wire types and services of `proto/gavel/v1/gavel.proto`.
+    #![allow(clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("gavel.v1");
+
+        /// The encoded file descriptor set, for gRPC server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            tonic::include_file_descriptor_set!("gavel_descriptor");
+    }
+}

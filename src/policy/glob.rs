@@ -1,0 +1,586 @@
+//! Shell-style globs with the exact semantics of Python's
+//! `fnmatch.fnmatchcase`, compiled once per snapshot into `globset` sets.
+//!
+//! fnmatch and globset disagree on syntax: globset gives meaning to `**`,
+//! `{a,b}`, `[^…]` and backslashes, and matches bytes rather than characters.
+//! So a pattern is first parsed into fnmatch tokens, then re-emitted in a form
+//! globset reads with the same meaning. Where globset's byte matching could
+//! differ from fnmatch's character matching (`?` and classes against a
+//! non-ASCII subject, non-ASCII class members), the token form decides.
+//!
+//! Two patterns that fnmatch accepts but that are almost always mistakes are
+//! refused as invalid: an unclosed `[` (fnmatch reads it as a literal `[`)
+//! and a reversed range like `[z-a]` (fnmatch silently drops it). Every
+//! accepted pattern matches exactly as fnmatch would.
+
+use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// One element of a parsed pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(char),
+    /// `*`: any run of characters, separators included. Runs of `*` are one token.
+    AnyRun,
+    /// `?`: exactly one character.
+    AnyOne,
+    /// `[…]` / `[!…]`: one character in (or not in) the ranges.
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+/// A glob pattern that failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error(
+        "invalid glob `{pattern}`: unclosed `[` at character {at}; write `[[]` for a literal `[`"
+    )]
+    UnclosedClass { pattern: String, at: usize },
+    #[error("invalid glob `{pattern}`: reversed range `{lo}-{hi}` in a character class")]
+    ReversedRange { pattern: String, lo: char, hi: char },
+}
+
+/// A parsed fnmatch pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    source: String,
+    tokens: Vec<Token>,
+}
+
+impl Pattern {
+    /// Parses a pattern with fnmatch's rules.
+    pub fn parse(source: &str) -> Result<Pattern, GlobError> {
+        let chars: Vec<char> = source.chars().collect();
+        let n = chars.len();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let c = chars[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if tokens.last() != Some(&Token::AnyRun) {
+                        tokens.push(Token::AnyRun);
+                    }
+                }
+                '?' => tokens.push(Token::AnyOne),
+                '[' => {
+                    // Find the closing bracket as fnmatch does: a `!` and then a
+                    // `]` right after the opening bracket are members, not the end.
+                    let mut j = i;
+                    if j < n && chars[j] == '!' {
+                        j += 1;
+                    }
+                    if j < n && chars[j] == ']' {
+                        j += 1;
+                    }
+                    while j < n && chars[j] != ']' {
+                        j += 1;
+                    }
+                    if j >= n {
+                        return Err(GlobError::UnclosedClass {
+                            pattern: source.to_owned(),
+                            at: i,
+                        });
+                    }
+                    tokens.push(parse_class(source, &chars[i..j])?);
+                    i = j + 1;
+                }
+                c => tokens.push(Token::Literal(c)),
+            }
+        }
+        Ok(Pattern {
+            source: source.to_owned(),
+            tokens,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the pattern has no wildcard at all.
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
+    /// True when the pattern matches every string (`*`).
+    pub fn matches_everything(&self) -> bool {
+        self.tokens == [Token::AnyRun]
+    }
+
+    /// Characters that any matching subject must contain literally, a rough
+    /// measure of how selective the pattern is.
+    pub fn literal_len(&self) -> usize {
+        self.tokens
+            .iter()
+            .filter(|t| matches!(t, Token::Literal(_)))
+            .count()
+    }
+
+    /// Whether globset's byte matching may disagree with character matching
+    /// for a non-ASCII subject.
+    fn is_char_sensitive(&self) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| matches!(t, Token::AnyOne | Token::Class { .. }))
+    }
+
+    /// Matches a subject with the token form. Linear in practice: the classic
+    /// wildcard algorithm backtracks only to the most recent `*`, which is
+    /// exact because every other token consumes exactly one character.
+    pub fn matches(&self, subject: &str) -> bool {
+        let s: Vec<char> = subject.chars().collect();
+        let p = &self.tokens;
+        let (mut si, mut pi) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while si < s.len() {
+            if pi < p.len() {
+                match &p[pi] {
+                    Token::AnyRun => {
+                        star = Some((pi, si));
+                        pi += 1;
+                        continue;
+                    }
+                    t if token_matches(t, s[si]) => {
+                        si += 1;
+                        pi += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            }
+        }
+        p[pi..].iter().all(|t| *t == Token::AnyRun)
+    }
+
+    /// The pattern in globset syntax with the same meaning, or `None` when a
+    /// class holds non-ASCII members (globset would compile them as bytes).
+    fn to_globset(&self) -> Option<String> {
+        let mut out = String::with_capacity(self.source.len() + 4);
+        for t in &self.tokens {
+            match t {
+                Token::AnyRun => out.push('*'),
+                Token::AnyOne => out.push('?'),
+                Token::Literal(c) => push_globset_literal(&mut out, *c),
+                Token::Class { negated, ranges } => {
+                    if ranges
+                        .iter()
+                        .any(|(lo, hi)| !lo.is_ascii() || !hi.is_ascii())
+                    {
+                        return None;
+                    }
+                    push_globset_class(&mut out, *negated, ranges)?;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn token_matches(t: &Token, c: char) -> bool {
+    match t {
+        Token::Literal(l) => *l == c,
+        Token::AnyOne => true,
+        Token::Class { negated, ranges } => {
+            ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+        }
+        Token::AnyRun => false,
+    }
+}
+
+/// Parses the inside of `[…]` the way fnmatch.translate does: after an
+/// optional `!`, the first character is always a member; later `-` between
+/// two characters make a range, scanning resumes two characters after each
+/// range's `-`, and a trailing `-` is a member.
+fn parse_class(source: &str, inner: &[char]) -> Result<Token, GlobError> {
+    let (negated, body) = match inner.first() {
+        Some('!') => (true, &inner[1..]),
+        _ => (false, inner),
+    };
+    // Split into chunks at range hyphens, as fnmatch does.
+    let mut chunks: Vec<&[char]> = Vec::new();
+    let mut start = 0;
+    let mut k = 1; // the first member is never a range hyphen
+    while k < body.len() {
+        if body[k] == '-' {
+            chunks.push(&body[start..k]);
+            start = k + 1;
+            k += 3;
+        } else {
+            k += 1;
+        }
+    }
+    let last = &body[start.min(body.len())..];
+    let mut trailing_hyphen = false;
+    if last.is_empty() {
+        trailing_hyphen = true;
+    } else {
+        chunks.push(last);
+    }
+    // Adjacent chunks form a range from the end of one to the start of the next.
+    let mut ranges = Vec::new();
+    for (idx, chunk) in chunks.iter().enumerate() {
+        let from = if idx == 0 { 0 } else { 1 };
+        let to = if idx + 1 < chunks.len() {
+            chunk.len() - 1
+        } else {
+            chunk.len()
+        };
+        for &c in chunk.get(from..to).unwrap_or(&[]) {
+            ranges.push((c, c));
+        }
+        if idx + 1 < chunks.len() {
+            // INVARIANT: every chunk is non-empty: the first holds the first
+            // member, later ones start two characters after a range hyphen
+            // or hold the tail, which is non-empty when pushed.
+            let lo = chunk[chunk.len() - 1];
+            let hi = chunks[idx + 1][0];
+            if lo > hi {
+                return Err(GlobError::ReversedRange {
+                    pattern: source.to_owned(),
+                    lo,
+                    hi,
+                });
+            }
+            ranges.push((lo, hi));
+        }
+    }
+    if trailing_hyphen {
+        ranges.push(('-', '-'));
+    }
+    Ok(Token::Class { negated, ranges })
+}
+
+/// Characters with a meaning in globset outside a class. (`!` and `^` only
+/// mean something right after `[`, and `,` only inside braces.)
+const GLOBSET_SPECIAL: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
+fn push_globset_literal(out: &mut String, c: char) {
+    match c {
+        // A one-member class is the only quoting globset offers without
+        // backslash escapes. `]` as a class's first member is literal.
+        ']' => out.push_str("[]]"),
+        c if GLOBSET_SPECIAL.contains(&c) => {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        }
+        c => out.push(c),
+    }
+}
+
+/// Emits a class in globset's grammar, where `]` is literal only first, `-`
+/// only first or last, and `!`/`^` first means negation. Ranges that start or
+/// end on `]` or `-` are split so each special member lands where globset
+/// reads it literally. Returns `None` for a plain class whose every member
+/// starts with `!` or `^`, which globset cannot express; such patterns are
+/// matched by tokens instead.
+fn push_globset_class(out: &mut String, negated: bool, ranges: &[(char, char)]) -> Option<()> {
+    let mut close_bracket = false;
+    let mut hyphen = false;
+    let mut rest: Vec<(char, char)> = Vec::new();
+    for &(mut lo, mut hi) in ranges {
+        if lo == '-' {
+            hyphen = true;
+            if hi == '-' {
+                continue;
+            }
+            lo = '.';
+        }
+        if hi == '-' {
+            hyphen = true;
+            hi = ',';
+        }
+        if lo == ']' {
+            close_bracket = true;
+            if hi == ']' {
+                continue;
+            }
+            lo = '^';
+        }
+        if hi == ']' {
+            close_bracket = true;
+            hi = '\\';
+        }
+        if lo <= hi {
+            rest.push((lo, hi));
+        }
+    }
+    out.push('[');
+    if negated {
+        out.push('!');
+    }
+    if close_bracket {
+        out.push(']');
+    } else if !negated && !hyphen {
+        // The first member must not start with `!` or `^`.
+        let pos = rest.iter().position(|(lo, _)| *lo != '!' && *lo != '^')?;
+        let first = rest.remove(pos);
+        rest.insert(0, first);
+    } else if !negated && hyphen {
+        // A leading `-` is literal and keeps `!`/`^` from reading as negation.
+        out.push('-');
+        hyphen = false;
+    }
+    for (lo, hi) in rest {
+        out.push(lo);
+        if hi != lo {
+            out.push('-');
+            out.push(hi);
+        }
+    }
+    if hyphen {
+        out.push('-');
+    }
+    out.push(']');
+    Some(())
+}
+
+/// Every glob of one matcher field (say all `topics` patterns of a snapshot),
+/// deduplicated and compiled into one `GlobSet`.
+#[derive(Debug, Clone)]
+pub struct GlobIndex {
+    patterns: Vec<Pattern>,
+    set: GlobSet,
+    /// For each globset entry, the pattern it stands for.
+    set_to_pattern: Vec<usize>,
+    /// Patterns in the set whose answer is re-checked by tokens for
+    /// non-ASCII subjects.
+    char_sensitive: Vec<usize>,
+    /// Patterns globset cannot express exactly; always matched by tokens.
+    token_only: Vec<usize>,
+}
+
+impl Default for GlobIndex {
+    fn default() -> Self {
+        GlobIndex {
+            patterns: Vec::new(),
+            set: GlobSet::empty(),
+            set_to_pattern: Vec::new(),
+            char_sensitive: Vec::new(),
+            token_only: Vec::new(),
+        }
+    }
+}
+
+/// Scratch space reused across matches so evaluation does not allocate per field.
+#[derive(Debug, Default)]
+pub struct GlobScratch {
+    hits: Vec<usize>,
+}
+
+impl GlobIndex {
+    /// Compiles already parsed patterns. Pattern `i` keeps index `i`.
+    pub fn build(patterns: Vec<Pattern>) -> GlobIndex {
+        let mut builder = GlobSetBuilder::new();
+        let mut set_to_pattern = Vec::new();
+        let mut char_sensitive = Vec::new();
+        let mut token_only = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let glob = p.to_globset().and_then(|g| {
+                GlobBuilder::new(&g)
+                    .literal_separator(false)
+                    .backslash_escape(false)
+                    .case_insensitive(false)
+                    .empty_alternates(false)
+                    .build()
+                    .ok()
+            });
+            match glob {
+                Some(g) => {
+                    builder.add(g);
+                    set_to_pattern.push(i);
+                    if p.is_char_sensitive() {
+                        char_sensitive.push(i);
+                    }
+                }
+                // INVARIANT: `to_globset` only emits syntax globset accepts;
+                // anything else is still matched exactly, by tokens.
+                _ => token_only.push(i),
+            }
+        }
+        let set = builder.build().unwrap_or_else(|_| {
+            // INVARIANT: every glob added above compiled on its own; a set of
+            // them only fails on resource limits, and then tokens take over.
+            token_only = (0..patterns.len()).collect();
+            set_to_pattern.clear();
+            char_sensitive.clear();
+            GlobSet::empty()
+        });
+        GlobIndex {
+            patterns,
+            set,
+            set_to_pattern,
+            char_sensitive,
+            token_only,
+        }
+    }
+
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Collects the indexes of every pattern matching `subject` into `out`
+    /// (cleared first, sorted on return).
+    pub fn matches_into(&self, subject: &str, scratch: &mut GlobScratch, out: &mut Vec<usize>) {
+        out.clear();
+        if self.patterns.is_empty() {
+            return;
+        }
+        let ascii = subject.is_ascii();
+        let candidate = Candidate::new(subject);
+        self.set
+            .matches_candidate_into(&candidate, &mut scratch.hits);
+        for &h in &scratch.hits {
+            let p = self.set_to_pattern[h];
+            if ascii || !self.patterns[p].is_char_sensitive() {
+                out.push(p);
+            }
+        }
+        if !ascii {
+            for &p in &self.char_sensitive {
+                if self.patterns[p].matches(subject) {
+                    out.push(p);
+                }
+            }
+        }
+        for &p in &self.token_only {
+            if self.patterns[p].matches(subject) {
+                out.push(p);
+            }
+        }
+        out.sort_unstable();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str) -> bool {
+        let pat = Pattern::parse(p).unwrap();
+        let tokens = pat.matches(s);
+        let idx = GlobIndex::build(vec![pat]);
+        let mut out = Vec::new();
+        idx.matches_into(s, &mut GlobScratch::default(), &mut out);
+        assert_eq!(
+            tokens,
+            !out.is_empty(),
+            "tokens and globset disagree: {p:?} vs {s:?}"
+        );
+        tokens
+    }
+
+    #[test]
+    fn fnmatch_basics() {
+        assert!(m("job.*.read", "job.repo.read"));
+        assert!(m("job.*.read", "job.a/b.c.read"));
+        assert!(!m("job.*.read", "job.repo.write"));
+        assert!(m("production_*", "production_db"));
+        assert!(m("production_*", "production_"));
+        assert!(!m("production_*", "Production_db"));
+        assert!(m("a?c", "a/c"));
+        assert!(m("a?c", "aéc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("*", ""));
+        assert!(m("", ""));
+        assert!(!m("", "a"));
+        assert!(m("a**b", "ab"));
+        assert!(m("a/**/b", "a/x/b"));
+        assert!(!m("a/**/b", "a/b"), "`**` is just two stars");
+        assert!(m("*", "line\nbreak"));
+        assert!(m("prod*", "prod\n"));
+    }
+
+    #[test]
+    fn globset_syntax_has_no_meaning() {
+        assert!(m("{a,b}", "{a,b}"));
+        assert!(!m("{a,b}", "a"));
+        assert!(m("a\\b", "a\\b"));
+        assert!(m("[^a]", "^"));
+        assert!(m("[^a]", "a"));
+        assert!(!m("[^a]", "b"));
+        assert!(m("!x", "!x"));
+    }
+
+    #[test]
+    fn classes() {
+        assert!(m("[!a]", "b"));
+        assert!(!m("[!a]", "a"));
+        assert!(m("[]]", "]"));
+        assert!(m("[!]]", "a"));
+        assert!(!m("[!]]", "]"));
+        assert!(m("[]-a]", "^"));
+        assert!(m("[-a]", "-"));
+        assert!(m("[a-]", "-"));
+        assert!(m("[a-c-e]", "-"));
+        assert!(m("[a-c-e]", "b"));
+        assert!(!m("[a-c-e]", "d"));
+        assert!(m("[!-a]", "b"));
+        assert!(!m("[!-a]", "-"));
+        assert!(m("[é]", "é"));
+        assert!(m("[a-é]", "z"));
+        assert!(m("[!é]", "e"));
+        assert!(m("[\\]", "\\"));
+        assert!(m("[!]", "[!]") || Pattern::parse("[!]").is_err());
+        assert!(m("[^]", "^") || Pattern::parse("[^]").is_err());
+        assert!(m("[!^]", "a"));
+        assert!(!m("[!^]", "^"));
+        assert!(m("[!!]", "a"));
+        assert!(m("[*?]", "?"));
+        assert!(m("[!-#]", "\"") || !m("[!-#]", "\""));
+    }
+
+    #[test]
+    fn mistakes_are_refused() {
+        assert!(matches!(
+            Pattern::parse("prod["),
+            Err(GlobError::UnclosedClass { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("[z-a]"),
+            Err(GlobError::ReversedRange {
+                lo: 'z',
+                hi: 'a',
+                ..
+            })
+        ));
+        assert!(Pattern::parse("[]").is_err());
+        assert!(Pattern::parse("[!]").is_err());
+    }
+
+    #[test]
+    fn index_reports_all_matching_patterns() {
+        let pats = [
+            "job.*",
+            "job.deploy.*",
+            "*.read",
+            "job.deploy.prod",
+            "other",
+        ]
+        .iter()
+        .map(|p| Pattern::parse(p).unwrap())
+        .collect();
+        let idx = GlobIndex::build(pats);
+        let mut out = Vec::new();
+        let mut scratch = GlobScratch::default();
+        idx.matches_into("job.deploy.prod", &mut scratch, &mut out);
+        assert_eq!(out, vec![0, 1, 3]);
+        idx.matches_into("x.read", &mut scratch, &mut out);
+        assert_eq!(out, vec![2]);
+    }
+}
