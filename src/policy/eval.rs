@@ -564,7 +564,8 @@ fn check_ops(key: &str, ops: &AttrOps, value: Option<&Scalar>) -> Result<(), Str
             show(v)
         )
     };
-    let tests: [(&str, &Option<Scalar>, fn(Ordering) -> bool); 6] = [
+    type Test<'a> = (&'static str, &'a Option<Scalar>, fn(Ordering) -> bool);
+    let tests: [Test<'_>; 6] = [
         ("eq", &ops.eq, |o| o == Ordering::Equal),
         ("ne", &ops.ne, |o| o != Ordering::Equal),
         ("gt", &ops.gt, |o| o == Ordering::Greater),

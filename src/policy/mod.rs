@@ -131,7 +131,7 @@ pub fn check(source: &str, file: &str) -> Vec<Finding> {
 }
 
 fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| (a.severity, a.line, a.column).cmp(&(b.severity, b.line, b.column)));
+    findings.sort_by_key(|f| (f.severity, f.line, f.column));
 }
 
 /// Parses, validates and compiles a policy source into a snapshot. `file`

@@ -103,6 +103,11 @@ impl Secs {
                 'm' => 60,
                 'h' => 3600,
                 'd' => 86_400,
+                c if c.is_whitespace() => {
+                    return Err(format!(
+                        "invalid duration `{s}`: no spaces; write it like `5m` or `1h30m`"
+                    ));
+                }
                 _ => {
                     return Err(format!(
                         "invalid duration `{s}`: unknown unit `{c}`; use s, m, h or d"

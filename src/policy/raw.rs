@@ -196,7 +196,8 @@ impl Pos {
 /// and YAML 1.1 booleans (`yes`, `on`) refused.
 fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_depth = 48;
+    budget.max_depth = 24;
+    budget.flow_nesting_limit = 24;
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
     budget.max_recorded_anchor_events = 20_000;

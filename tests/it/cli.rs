@@ -1,0 +1,281 @@
+//! The `gavel` binary: outputs, JSON shapes and exit codes.
+
+use super::root;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn gavel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run gavel")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const SEED: &str = "tests/fixtures/seed-approval-policy.yaml";
+
+#[test]
+fn policy_hash_prints_the_snapshot_id_alone() {
+    let o = gavel(&["policy", "hash", SEED]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let source = std::fs::read_to_string(root().join(SEED)).unwrap();
+    let id = gavel::policy::load(&source, SEED).unwrap().snapshot.id;
+    assert_eq!(out, format!("{id}\n"));
+    let j = json(&gavel(&["policy", "hash", SEED, "--output", "json"]));
+    assert_eq!(j["policy_snapshot"], id.as_str());
+}
+
+#[test]
+fn policy_check_reports_locations_and_exit_codes() {
+    let ok = gavel(&["policy", "check", SEED, "policies/default.yaml"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("policies/default.yaml: ok (15 rules"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_temp(
+        &dir,
+        "bad.yaml",
+        "version: v1\nrules:\n  - id: a\n    match: {}\n    decision: alow\n",
+    );
+    let o = gavel(&["policy", "check", &bad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains(&format!(
+            "{bad}:5:15: error[unknown-decision]: unknown decision `alow`"
+        )),
+        "{}",
+        stdout(&o)
+    );
+
+    let j = json(&gavel(&["policy", "check", &bad, SEED, "--output", "json"]));
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["files"][0]["findings"][0]["line"], 5);
+    assert_eq!(j["files"][0]["findings"][0]["code"], "unknown-decision");
+    assert_eq!(j["files"][1]["ok"], true);
+
+    // Warnings are findings: exit 1 unless allowed.
+    let warn = write_temp(
+        &dir,
+        "warn.yaml",
+        "version: v1\nrules:\n  - id: a\n    match: { risk_tags: [x], risk_tags_none: [x] }\n    decision: deny\n",
+    );
+    assert_eq!(gavel(&["policy", "check", &warn]).status.code(), Some(1));
+    assert_eq!(
+        gavel(&["policy", "check", &warn, "--allow-warnings"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let missing = gavel(&["policy", "check", "no/such/file.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.yaml: cannot read"));
+}
+
+#[test]
+fn policy_explain_json_has_the_documented_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_temp(
+        &dir,
+        "job.json",
+        r#"{"job_id":"job-1","topic":"job.deploy.api","action":"deploy","target":"prod-eu","risk_tags":["prod","write","egress"],"params":{"image":"api:1.2"}}"#,
+    );
+    let o = gavel(&["policy", "explain", SEED, "--job", &job, "--output", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&o);
+    assert_eq!(j["decision"], "require_approval");
+    assert_eq!(j["primary_rule"], "prod-write-gate");
+    assert_eq!(
+        j["matched_rules"],
+        serde_json::json!(["prod-write-gate", "egress-bounded"])
+    );
+    assert_eq!(j["gates"][0]["approvers"], 1);
+    assert_eq!(j["gates"][0]["roles"], serde_json::json!(["approver"]));
+    assert_eq!(
+        j["gates"][0]["rules"],
+        serde_json::json!(["prod-write-gate"])
+    );
+    assert_eq!(j["constraints"]["max_runtime_sec"], 60);
+    assert_eq!(
+        j["decision_summary"]["why"],
+        "Production writes require human approval"
+    );
+    assert!(j["decision_summary"]["title"].is_string());
+    assert!(j["decision_summary"]["next_effect"].is_string());
+    let hash = gavel(&["job", "hash", &job]);
+    assert_eq!(j["job_hash"].as_str().unwrap(), stdout(&hash).trim());
+    assert!(
+        j["policy_snapshot"]
+            .as_str()
+            .unwrap()
+            .starts_with("cfg:system:policy#sha256:")
+    );
+    let rules = j["rules"].as_array().unwrap();
+    let read = rules.iter().find(|r| r["rule"] == "allow-read").unwrap();
+    assert_eq!(read["matched"], false);
+    assert_eq!(read["failures"][0]["matcher"], "topics");
+    let pay = rules.iter().find(|r| r["rule"] == "payment-gate").unwrap();
+    assert_eq!(pay["failures"][0]["matcher"], "risk_tags");
+
+    // Nothing matched: the primary rule is `default`.
+    let none = write_temp(&dir, "none.json", r#"{"topic":"job.x.frob"}"#);
+    let j = json(&gavel(&[
+        "policy", "explain", SEED, "--job", &none, "--output", "json",
+    ]));
+    assert_eq!(j["primary_rule"], "default");
+    assert_eq!(j["decision"], "require_approval");
+
+    // Text output is readable and names the decision.
+    let text = stdout(&gavel(&["policy", "explain", SEED, "--job", &job]));
+    assert!(
+        text.starts_with("decision:    require_approval (primary rule `prod-write-gate`)"),
+        "{text}"
+    );
+
+    // A principal matcher sees --principal.
+    let pol = write_temp(
+        &dir,
+        "p.yaml",
+        "version: v1\nrules:\n  - id: bots\n    match: { principal: [\"bot-*\"] }\n    decision: allow\n",
+    );
+    let j = json(&gavel(&[
+        "policy",
+        "explain",
+        &pol,
+        "--job",
+        &none,
+        "--principal",
+        "bot-1",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(j["decision"], "allow");
+
+    // A broken job names the field and exits 1.
+    let bad = write_temp(&dir, "bad.json", r#"{"topic":"x","risk_tags":"prod"}"#);
+    let o = gavel(&["policy", "explain", SEED, "--job", &bad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("job.risk_tags: must be a list of strings")
+    );
+}
+
+#[test]
+fn job_hash_reads_files_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"topic":"t","risk_tags":["b","a"],"params":{"x":[1,2.50]}}"#;
+    let f = write_temp(&dir, "j.json", text);
+    let from_file = stdout(&gavel(&["job", "hash", &f]));
+    assert_eq!(from_file.len(), 65, "64 hex digits and a newline");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["job", "hash", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), from_file);
+    let j = json(&gavel(&[
+        "job",
+        "hash",
+        &f,
+        "--canonical",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        j["canonical_job"],
+        r#"{"action":"","attributes":{},"params":{"x":[1,2.5]},"proposal":null,"risk_tags":["a","b"],"target":"","tenant":"","topic":"t"}"#
+    );
+    let dup = write_temp(&dir, "dup.json", r#"{"topic":"a","topic":"b"}"#);
+    let o = gavel(&["job", "hash", &dup]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("duplicate key `topic`"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(gavel(&["policy"]).status.code(), Some(2));
+    assert_eq!(gavel(&["policy", "explain", SEED]).status.code(), Some(2));
+    assert_eq!(gavel(&["nope"]).status.code(), Some(2));
+    assert_eq!(gavel(&["policy", "check"]).status.code(), Some(2));
+    assert_eq!(gavel(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn policy_test_runs_suites_and_writes_junit() {
+    let o = gavel(&["policy", "test", "policies/", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["failed"], 0);
+    assert!(j["passed"].as_u64().unwrap() >= 30);
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = std::fs::read_to_string(root().join("policies/default.yaml")).unwrap();
+    write_temp(&dir, "default.yaml", &policy);
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    write_temp(
+        &dir,
+        "tests/s.yaml",
+        "name: mixed\npolicy: ../default.yaml\ncases:\n  - name: passes\n    job: { action: read }\n    expect: { decision: allow }\n  - name: fails <on purpose>\n    job: { action: rotate, target: master_key }\n    expect: { decision: allow }\n",
+    );
+    let junit = dir.path().join("junit.xml");
+    let o = gavel(&[
+        "policy",
+        "test",
+        dir.path().to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(text.contains("ok    passes"), "{text}");
+    assert!(text.contains("FAIL  fails <on purpose>"), "{text}");
+    assert!(
+        text.contains("decision: expected allow, got deny"),
+        "{text}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<testsuites name="gavel policy test" tests="2" failures="1" errors="0">"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="fails &lt;on purpose&gt;""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"decision: expected allow, got deny"),
+        "{xml}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        gavel(&["policy", "test", empty.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+}

@@ -1,0 +1,107 @@
+//! RFC 8785 canonical JSON and the job hash against independent vectors.
+
+use super::root;
+use gavel::canonical::{parse_strict, to_jcs};
+use gavel::job::{Job, Limits};
+use serde_json::Value;
+
+fn jcs_of(text: &str) -> String {
+    to_jcs(&parse_strict(text.as_bytes(), 64).expect("valid JSON"))
+}
+
+#[test]
+fn rfc8785_section_3_2_2_example() {
+    let input = r#"{
+        "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+        "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+        "literals": [null, true, false]
+    }"#;
+    assert_eq!(
+        jcs_of(input),
+        "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,0.002,1e-27],\"string\":\"€$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}"
+    );
+}
+
+#[test]
+fn rfc8785_section_3_2_3_sorting_by_utf16_code_units() {
+    let input = r#"{
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\ud83d\ude00": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis"
+    }"#;
+    assert_eq!(
+        jcs_of(input),
+        concat!(
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",",
+            "\"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",",
+            "\"😀\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        ),
+        "emoji (UTF-16 D83D) sorts before U+FB33"
+    );
+}
+
+/// RFC 8785 Appendix B: IEEE 754 bit patterns and their serialisation.
+#[test]
+fn rfc8785_appendix_b_numbers() {
+    let cases: &[(u64, &str)] = &[
+        (0x0000000000000000, "0"),
+        (0x8000000000000000, "0"),
+        (0x0000000000000001, "5e-324"),
+        (0x8000000000000001, "-5e-324"),
+        (0x7fefffffffffffff, "1.7976931348623157e+308"),
+        (0xffefffffffffffff, "-1.7976931348623157e+308"),
+        (0x4340000000000000, "9007199254740992"),
+        (0xc340000000000000, "-9007199254740992"),
+        (0x4430000000000000, "295147905179352830000"),
+        (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+        (0x44b52d02c7e14af6, "1e+23"),
+        (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+        (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+        (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+        (0x444b1ae4d6e2ef50, "1e+21"),
+        (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+        (0x3eb0c6f7a0b5ed8d, "0.000001"),
+        (0x41b3de4355555553, "333333333.3333332"),
+        (0x41b3de4355555554, "333333333.33333325"),
+        (0x41b3de4355555555, "333333333.3333333"),
+        (0x41b3de4355555556, "333333333.3333334"),
+        (0x41b3de4355555557, "333333333.33333343"),
+        (0xbecbf647612f3696, "-0.0000033333333333333333"),
+        (0x43143ff3c1cb0959, "1424953923781206.2"),
+    ];
+    for &(bits, want) in cases {
+        let v = Value::from(f64::from_bits(bits));
+        assert_eq!(to_jcs(&v), want, "{bits:016x}");
+    }
+    // NaN and infinities are not JSON: they cannot even become a Value.
+    assert!(serde_json::Number::from_f64(f64::NAN).is_none());
+}
+
+#[test]
+fn job_hashes_match_an_independent_implementation() {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/job_hash_vectors.json")).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let vectors = file["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 8);
+    for v in vectors {
+        let job =
+            Job::from_json(v["job"].as_str().unwrap().as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(
+            job.canonical_json(),
+            v["canonical"].as_str().unwrap(),
+            "{}",
+            v["job"]
+        );
+        assert_eq!(
+            job.hash().as_str(),
+            v["hash"].as_str().unwrap(),
+            "{}",
+            v["job"]
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! gavel's integration tests: one binary, one module per feature.
+
+mod cli;
+mod fnmatch;
+mod jcs;
+mod matchers;
+mod policy_load;
+mod properties;
+mod suites;
+
+use gavel::job::{Job, Limits};
+use gavel::policy::{self, Evaluation, Snapshot};
+use std::path::PathBuf;
+
+/// The repository root, for fixtures and policies.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Loads a policy from YAML text, failing the test with every finding.
+pub fn load(yaml: &str) -> Snapshot {
+    match policy::load(yaml, "test.yaml") {
+        Ok(l) => l.snapshot,
+        Err(e) => panic!("policy should load: {:#?}", e.findings),
+    }
+}
+
+/// A job from JSON text.
+pub fn job(json: &str) -> Job {
+    Job::from_json(json.as_bytes(), &Limits::default()).expect("job should parse")
+}
+
+/// Evaluates a JSON job without a principal.
+pub fn decide(snapshot: &Snapshot, json: &str) -> Evaluation {
+    snapshot.policy.evaluate(&job(json), None)
+}
