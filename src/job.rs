@@ -540,9 +540,73 @@ impl Job {
     }
 
     /// The canonical job: RFC 8785 JSON of [`Job::canonical_value`]. These
-    /// are the bytes an executor runs after Bind.
+    /// are the bytes an executor runs after Bind. Written field by field (keys
+    /// in their sorted order) rather than through a cloned tree, since this
+    /// runs on every Decide and Bind.
     pub fn canonical_json(&self) -> String {
-        canonical::to_jcs(&self.canonical_value())
+        use canonical::{write_f64, write_object, write_string};
+        let mut out = String::with_capacity(192);
+        out.push_str("{\"action\":");
+        write_string(&mut out, &self.action);
+        out.push_str(",\"attributes\":{");
+        // Attribute names are ordered like any JSON object's keys.
+        let mut attrs: Vec<(&String, &Scalar)> = self.attributes.iter().collect();
+        if attrs.iter().any(|(k, _)| k.bytes().any(|b| b >= 0xEE)) {
+            attrs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+        }
+        for (i, (k, v)) in attrs.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(&mut out, k);
+            out.push(':');
+            match v {
+                Scalar::String(s) => write_string(&mut out, s),
+                Scalar::Number(n) => canonical::write_jcs(&mut out, &Value::Number(n.clone())),
+                Scalar::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            }
+        }
+        out.push_str("},\"params\":");
+        write_object(&mut out, &self.params);
+        out.push_str(",\"proposal\":");
+        match &self.proposal {
+            None => out.push_str("null"),
+            Some(p) => {
+                out.push_str("{\"blast_radius\":");
+                write_string(&mut out, &p.blast_radius);
+                out.push_str(",\"estimated_cost_usd\":");
+                match p.estimated_cost_usd {
+                    Some(c) => write_f64(&mut out, c),
+                    None => out.push_str("null"),
+                }
+                out.push_str(",\"reversible\":");
+                out.push_str(match p.reversible {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "null",
+                });
+                out.push_str(",\"title\":");
+                write_string(&mut out, &p.title);
+                out.push_str(",\"why\":");
+                write_string(&mut out, &p.why);
+                out.push('}');
+            }
+        }
+        out.push_str(",\"risk_tags\":[");
+        for (i, t) in self.risk_tags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(&mut out, t);
+        }
+        out.push_str("],\"target\":");
+        write_string(&mut out, &self.target);
+        out.push_str(",\"tenant\":");
+        write_string(&mut out, &self.tenant);
+        out.push_str(",\"topic\":");
+        write_string(&mut out, &self.topic);
+        out.push('}');
+        out
     }
 
     /// sha256 of the canonical job.

@@ -65,15 +65,13 @@ struct Interner {
 }
 
 impl Interner {
-    fn intern(&mut self, glob: &str) -> usize {
-        if let Some(&id) = self.ids.get(glob) {
+    fn intern(&mut self, glob: &Pattern) -> usize {
+        if let Some(&id) = self.ids.get(glob.as_str()) {
             return id;
         }
-        // INVARIANT: validation parsed every glob of the document already.
-        let p = Pattern::parse(glob).unwrap_or_else(|e| unreachable!("validated glob failed: {e}"));
         let id = self.patterns.len();
-        self.patterns.push(p);
-        self.ids.insert(glob.to_owned(), id);
+        self.patterns.push(glob.clone());
+        self.ids.insert(glob.as_str().to_owned(), id);
         id
     }
 }
@@ -147,15 +145,25 @@ fn compile_summary(s: &SummarySpec) -> CompiledSummary {
 }
 
 /// How likely a glob is to match an arbitrary subject: lower is rarer.
-fn glob_cost(p: &Pattern) -> u32 {
+fn glob_shape_cost(p: &Pattern) -> f64 {
     if p.is_literal() {
-        1
+        1.0
     } else if p.literal_len() >= 3 {
-        3
+        2.0
     } else {
-        12
+        16.0
     }
 }
+
+/// A value many rules test for (an action like `deploy`, a tag like `prod`)
+/// is a value many jobs carry: anchoring on it makes a rule a candidate
+/// often. The cost of an anchor grows with the share of rules sharing it.
+fn share_factor(sharing: usize, rules: usize) -> f64 {
+    1.0 + 64.0 * sharing as f64 / rules.max(1) as f64
+}
+
+/// Tags are coarse (`prod`, `write`): prefer a selective glob.
+const TAG_BASE_COST: f64 = 4.0;
 
 impl Policy {
     /// Compiles a validated document.
@@ -172,11 +180,20 @@ impl Policy {
             b.node(&rule.matcher, Some(i));
         }
 
-        // How many rules require each tag, to anchor on the rarest.
+        // How many rules test each tag and each pattern, to anchor on the rarest.
         let mut tag_counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut pattern_counts: [Vec<usize>; 4] = Default::default();
+        for (f, interner) in b.fields.iter().enumerate() {
+            pattern_counts[f] = vec![0; interner.patterns.len()];
+        }
         for node in &b.nodes[..n] {
             for t in &node.risk_tags {
                 *tag_counts.entry(t.as_str()).or_default() += 1;
+            }
+            for (f, ids) in node.globs.iter().enumerate() {
+                for &p in ids.iter().flatten() {
+                    pattern_counts[f][p] += 1;
+                }
             }
         }
 
@@ -190,14 +207,17 @@ impl Policy {
             let rule = i as u32;
             // The cheapest way to rule this rule out: a glob field (every
             // pattern's posting) or its rarest required tag.
-            let mut best: Option<(u32, Anchor)> = None;
-            for f in 0..4 {
-                let Some(ids) = &node.globs[f] else { continue };
+            let mut best: Option<(f64, Anchor)> = None;
+            for (f, globs) in node.globs.iter().enumerate() {
+                let Some(ids) = globs else { continue };
                 let pats = &b.fields[f].patterns;
                 if ids.iter().any(|&p| pats[p].matches_everything()) {
                     continue;
                 }
-                let cost: u32 = ids.iter().map(|&p| glob_cost(&pats[p])).sum();
+                let cost: f64 = ids
+                    .iter()
+                    .map(|&p| glob_shape_cost(&pats[p]) * share_factor(pattern_counts[f][p], n))
+                    .sum();
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                     best = Some((cost, Anchor::Field(f)));
                 }
@@ -207,8 +227,8 @@ impl Policy {
                 .iter()
                 .min_by_key(|t| tag_counts.get(t.as_str()).copied().unwrap_or(0))
             {
-                let share = tag_counts.get(tag.as_str()).copied().unwrap_or(0);
-                let cost = 2 + (share * 8 / n.max(1)) as u32;
+                let sharing = tag_counts.get(tag.as_str()).copied().unwrap_or(0);
+                let cost = TAG_BASE_COST * share_factor(sharing, n);
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                     best = Some((cost, Anchor::Tag(tag.clone())));
                 }

@@ -160,6 +160,14 @@ impl Policy {
 
     /// Evaluates a job as `principal` (the authenticated caller of Decide).
     pub fn evaluate(&self, job: &Job, principal: Option<&str>) -> Evaluation {
+        let matched = self.matching_rules(job, principal);
+        self.combine(&matched, job, principal)
+    }
+
+    /// The indexes (file order) of every rule matching the job. The index
+    /// proposes candidates (rules whose anchor glob or tag matched, plus the
+    /// few with nothing to anchor on); each candidate is then checked in full.
+    pub(crate) fn matching_rules(&self, job: &Job, principal: Option<&str>) -> Vec<usize> {
         let facts = self.facts(job, principal);
         let mut candidates: Vec<u32> = Vec::new();
         for f in 0..4 {
@@ -177,12 +185,11 @@ impl Policy {
         candidates.extend_from_slice(&self.unanchored);
         candidates.sort_unstable();
         candidates.dedup();
-        let matched: Vec<usize> = candidates
+        candidates
             .into_iter()
             .map(|r| r as usize)
             .filter(|&r| self.node_holds(r, &facts))
-            .collect();
-        self.combine(&matched, job, principal)
+            .collect()
     }
 
     /// Evaluates every rule in full and reports why each did or did not

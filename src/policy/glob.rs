@@ -119,23 +119,41 @@ impl Pattern {
             .count()
     }
 
-    /// Whether globset's byte matching may disagree with character matching
-    /// for a non-ASCII subject.
-    fn is_char_sensitive(&self) -> bool {
-        self.tokens
-            .iter()
-            .any(|t| matches!(t, Token::AnyOne | Token::Class { .. }))
+    /// Some subject the pattern matches (wildcards filled minimally), or
+    /// `None` for a negated class that excludes every candidate tried.
+    pub fn example(&self) -> Option<String> {
+        let mut out = String::new();
+        for t in &self.tokens {
+            match t {
+                Token::Literal(c) => out.push(*c),
+                Token::AnyRun => {}
+                Token::AnyOne => out.push('x'),
+                Token::Class {
+                    negated: false,
+                    ranges,
+                } => out.push(ranges.first()?.0),
+                Token::Class { negated: true, .. } => {
+                    let c = ['x', 'a', '0', '_', 'Z', '~']
+                        .into_iter()
+                        .find(|&c| token_matches(t, c))?;
+                    out.push(c);
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Matches a subject with the token form. Linear in practice: the classic
     /// wildcard algorithm backtracks only to the most recent `*`, which is
     /// exact because every other token consumes exactly one character.
     pub fn matches(&self, subject: &str) -> bool {
-        let s: Vec<char> = subject.chars().collect();
         let p = &self.tokens;
+        // Positions are byte offsets into `subject`, always on char boundaries.
         let (mut si, mut pi) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while si < s.len() {
+        while si < subject.len() {
+            // INVARIANT: si < len and on a char boundary, so a char exists.
+            let c = subject[si..].chars().next().unwrap_or_default();
             if pi < p.len() {
                 match &p[pi] {
                     Token::AnyRun => {
@@ -143,8 +161,8 @@ impl Pattern {
                         pi += 1;
                         continue;
                     }
-                    t if token_matches(t, s[si]) => {
-                        si += 1;
+                    t if token_matches(t, c) => {
+                        si += c.len_utf8();
                         pi += 1;
                         continue;
                     }
@@ -153,9 +171,11 @@ impl Pattern {
             }
             match star {
                 Some((sp, ss)) => {
+                    // Let the last `*` swallow one more character and retry.
+                    let skipped = subject[ss..].chars().next().map_or(1, char::len_utf8);
                     pi = sp + 1;
-                    si = ss + 1;
-                    star = Some((sp, ss + 1));
+                    si = ss + skipped;
+                    star = Some((sp, si));
                 }
                 None => return false,
             }
@@ -163,28 +183,49 @@ impl Pattern {
         p[pi..].iter().all(|t| *t == Token::AnyRun)
     }
 
-    /// The pattern in globset syntax with the same meaning, or `None` when a
-    /// class holds non-ASCII members (globset would compile them as bytes).
-    fn to_globset(&self) -> Option<String> {
-        let mut out = String::with_capacity(self.source.len() + 4);
-        for t in &self.tokens {
-            match t {
-                Token::AnyRun => out.push('*'),
-                Token::AnyOne => out.push('?'),
-                Token::Literal(c) => push_globset_literal(&mut out, *c),
-                Token::Class { negated, ranges } => {
-                    if ranges
-                        .iter()
-                        .any(|(lo, hi)| !lo.is_ascii() || !hi.is_ascii())
-                    {
-                        return None;
-                    }
-                    push_globset_class(&mut out, *negated, ranges)?;
-                }
-            }
+    /// How globset can take this pattern: as is (literals with at most a
+    /// leading or trailing `*`, which globset serves by hash lookup or
+    /// prefix/suffix automata), or through a literal prefix or suffix that
+    /// pre-filters subjects for the token matcher.
+    fn plan(&self) -> Plan {
+        let literal = |t: &Token| matches!(t, Token::Literal(_));
+        let lits = |ts: &[Token]| -> String {
+            ts.iter()
+                .map(|t| match t {
+                    Token::Literal(c) => *c,
+                    _ => unreachable!("only literals are collected"),
+                })
+                .collect()
+        };
+        let t = &self.tokens;
+        let inner_is_literal = |ts: &[Token]| ts.iter().all(literal);
+        let native = match t.as_slice() {
+            [] => true,
+            [Token::AnyRun, rest @ ..] => inner_is_literal(rest),
+            [rest @ .., Token::AnyRun] => inner_is_literal(rest),
+            all => inner_is_literal(all),
+        };
+        if native {
+            return Plan::Native;
         }
-        Some(out)
+        let prefix_len = t.iter().take_while(|x| literal(x)).count();
+        let suffix_len = t.iter().rev().take_while(|x| literal(x)).count();
+        if prefix_len > 0 && prefix_len >= suffix_len {
+            Plan::Prefix(lits(&t[..prefix_len]))
+        } else if suffix_len > 0 {
+            Plan::Suffix(lits(&t[t.len() - suffix_len..]))
+        } else {
+            Plan::TokensOnly
+        }
     }
+}
+
+/// How a pattern is indexed (see [`Pattern::plan`]).
+enum Plan {
+    Native,
+    Prefix(String),
+    Suffix(String),
+    TokensOnly,
 }
 
 fn token_matches(t: &Token, c: char) -> bool {
@@ -261,103 +302,54 @@ fn parse_class(source: &str, inner: &[char]) -> Result<Token, GlobError> {
     Ok(Token::Class { negated, ranges })
 }
 
-/// Characters with a meaning in globset outside a class. (`!` and `^` only
-/// mean something right after `[`, and `,` only inside braces.)
+/// Characters with a meaning in globset outside a class. (`!` and `^`
+/// only mean something right after `[`, and `,` only inside braces.)
 const GLOBSET_SPECIAL: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
-fn push_globset_literal(out: &mut String, c: char) {
-    match c {
-        // A one-member class is the only quoting globset offers without
-        // backslash escapes. `]` as a class's first member is literal.
-        ']' => out.push_str("[]]"),
-        c if GLOBSET_SPECIAL.contains(&c) => {
-            out.push('[');
-            out.push(c);
-            out.push(']');
+/// Writes literal text in globset syntax: a one-member class is the only
+/// quoting globset offers without backslash escapes, and `]` is literal as a
+/// class's first member.
+fn push_globset_literal(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            ']' => out.push_str("[]]"),
+            c if GLOBSET_SPECIAL.contains(&c) => {
+                out.push('[');
+                out.push(c);
+                out.push(']');
+            }
+            c => out.push(c),
         }
-        c => out.push(c),
     }
 }
 
-/// Emits a class in globset's grammar, where `]` is literal only first, `-`
-/// only first or last, and `!`/`^` first means negation. Ranges that start or
-/// end on `]` or `-` are split so each special member lands where globset
-/// reads it literally. Returns `None` for a plain class whose every member
-/// starts with `!` or `^`, which globset cannot express; such patterns are
-/// matched by tokens instead.
-fn push_globset_class(out: &mut String, negated: bool, ranges: &[(char, char)]) -> Option<()> {
-    let mut close_bracket = false;
-    let mut hyphen = false;
-    let mut rest: Vec<(char, char)> = Vec::new();
-    for &(mut lo, mut hi) in ranges {
-        if lo == '-' {
-            hyphen = true;
-            if hi == '-' {
-                continue;
-            }
-            lo = '.';
-        }
-        if hi == '-' {
-            hyphen = true;
-            hi = ',';
-        }
-        if lo == ']' {
-            close_bracket = true;
-            if hi == ']' {
-                continue;
-            }
-            lo = '^';
-        }
-        if hi == ']' {
-            close_bracket = true;
-            hi = '\\';
-        }
-        if lo <= hi {
-            rest.push((lo, hi));
-        }
-    }
-    out.push('[');
-    if negated {
-        out.push('!');
-    }
-    if close_bracket {
-        out.push(']');
-    } else if !negated && !hyphen {
-        // The first member must not start with `!` or `^`.
-        let pos = rest.iter().position(|(lo, _)| *lo != '!' && *lo != '^')?;
-        let first = rest.remove(pos);
-        rest.insert(0, first);
-    } else if !negated && hyphen {
-        // A leading `-` is literal and keeps `!`/`^` from reading as negation.
-        out.push('-');
-        hyphen = false;
-    }
-    for (lo, hi) in rest {
-        out.push(lo);
-        if hi != lo {
-            out.push('-');
-            out.push(hi);
-        }
-    }
-    if hyphen {
-        out.push('-');
-    }
-    out.push(']');
-    Some(())
+fn compile_glob(g: &str) -> Option<globset::Glob> {
+    GlobBuilder::new(g)
+        .literal_separator(false)
+        .backslash_escape(false)
+        .case_insensitive(false)
+        .empty_alternates(false)
+        .build()
+        .ok()
 }
 
-/// Every glob of one matcher field (say all `topics` patterns of a snapshot),
-/// deduplicated and compiled into one `GlobSet`.
+/// Every glob of one matcher field (say all `topics` patterns of a
+/// snapshot), deduplicated and compiled into one `GlobSet`.
+///
+/// Patterns globset serves with a hash lookup or a prefix/suffix automaton
+/// (literals with at most a leading or trailing `*`) go in as they are. For
+/// every other pattern the set holds its literal prefix (`prefix*`) or
+/// suffix (`*suffix`), and the token matcher confirms the hits: globset would
+/// otherwise put them in one regex set whose matching cost grows with the
+/// number of patterns, and would match `?` and classes against bytes rather
+/// than characters. Patterns with neither are checked by tokens alone.
 #[derive(Debug, Clone)]
 pub struct GlobIndex {
     patterns: Vec<Pattern>,
     set: GlobSet,
-    /// For each globset entry, the pattern it stands for.
-    set_to_pattern: Vec<usize>,
-    /// Patterns in the set whose answer is re-checked by tokens for
-    /// non-ASCII subjects.
-    char_sensitive: Vec<usize>,
-    /// Patterns globset cannot express exactly; always matched by tokens.
+    /// For each globset entry: the pattern, and whether a hit must be confirmed.
+    entries: Vec<(usize, bool)>,
+    /// Patterns with no literal prefix or suffix: always matched by tokens.
     token_only: Vec<usize>,
 }
 
@@ -366,14 +358,13 @@ impl Default for GlobIndex {
         GlobIndex {
             patterns: Vec::new(),
             set: GlobSet::empty(),
-            set_to_pattern: Vec::new(),
-            char_sensitive: Vec::new(),
+            entries: Vec::new(),
             token_only: Vec::new(),
         }
     }
 }
 
-/// Scratch space reused across matches so evaluation does not allocate per field.
+/// Scratch space reused across matches so evaluation allocates less.
 #[derive(Debug, Default)]
 pub struct GlobScratch {
     hits: Vec<usize>,
@@ -383,45 +374,61 @@ impl GlobIndex {
     /// Compiles already parsed patterns. Pattern `i` keeps index `i`.
     pub fn build(patterns: Vec<Pattern>) -> GlobIndex {
         let mut builder = GlobSetBuilder::new();
-        let mut set_to_pattern = Vec::new();
-        let mut char_sensitive = Vec::new();
+        let mut entries = Vec::new();
         let mut token_only = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
-            let glob = p.to_globset().and_then(|g| {
-                GlobBuilder::new(&g)
-                    .literal_separator(false)
-                    .backslash_escape(false)
-                    .case_insensitive(false)
-                    .empty_alternates(false)
-                    .build()
-                    .ok()
-            });
-            match glob {
+            let (glob, confirm) = match p.plan() {
+                Plan::Native => {
+                    let mut g = String::new();
+                    for t in &p.tokens {
+                        match t {
+                            Token::AnyRun => g.push('*'),
+                            Token::Literal(c) => {
+                                push_globset_literal(&mut g, c.encode_utf8(&mut [0; 4]))
+                            }
+                            // INVARIANT: Plan::Native has only literals and `*`.
+                            _ => unreachable!("native patterns hold literals and `*` only"),
+                        }
+                    }
+                    (g, false)
+                }
+                Plan::Prefix(prefix) => {
+                    let mut g = String::new();
+                    push_globset_literal(&mut g, &prefix);
+                    g.push('*');
+                    (g, true)
+                }
+                Plan::Suffix(suffix) => {
+                    let mut g = String::from("*");
+                    push_globset_literal(&mut g, &suffix);
+                    (g, true)
+                }
+                Plan::TokensOnly => {
+                    token_only.push(i);
+                    continue;
+                }
+            };
+            match compile_glob(&glob) {
                 Some(g) => {
                     builder.add(g);
-                    set_to_pattern.push(i);
-                    if p.is_char_sensitive() {
-                        char_sensitive.push(i);
-                    }
+                    entries.push((i, confirm));
                 }
-                // INVARIANT: `to_globset` only emits syntax globset accepts;
-                // anything else is still matched exactly, by tokens.
-                _ => token_only.push(i),
+                // INVARIANT: the syntax above is always valid for globset;
+                // should it not be, tokens still match the pattern exactly.
+                None => token_only.push(i),
             }
         }
         let set = builder.build().unwrap_or_else(|_| {
-            // INVARIANT: every glob added above compiled on its own; a set of
-            // them only fails on resource limits, and then tokens take over.
+            // INVARIANT: each glob compiled on its own; a set of them fails
+            // only on resource limits, and then tokens take over.
             token_only = (0..patterns.len()).collect();
-            set_to_pattern.clear();
-            char_sensitive.clear();
+            entries.clear();
             GlobSet::empty()
         });
         GlobIndex {
             patterns,
             set,
-            set_to_pattern,
-            char_sensitive,
+            entries,
             token_only,
         }
     }
@@ -441,19 +448,13 @@ impl GlobIndex {
         if self.patterns.is_empty() {
             return;
         }
-        let ascii = subject.is_ascii();
-        let candidate = Candidate::new(subject);
-        self.set
-            .matches_candidate_into(&candidate, &mut scratch.hits);
-        for &h in &scratch.hits {
-            let p = self.set_to_pattern[h];
-            if ascii || !self.patterns[p].is_char_sensitive() {
-                out.push(p);
-            }
-        }
-        if !ascii {
-            for &p in &self.char_sensitive {
-                if self.patterns[p].matches(subject) {
+        if !self.entries.is_empty() {
+            let candidate = Candidate::new(subject);
+            self.set
+                .matches_candidate_into(&candidate, &mut scratch.hits);
+            for &h in &scratch.hits {
+                let (p, confirm) = self.entries[h];
+                if !confirm || self.patterns[p].matches(subject) {
                     out.push(p);
                 }
             }

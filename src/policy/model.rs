@@ -1,9 +1,10 @@
 //! The validated policy: every default filled in, every value checked and
 //! normalised. Its canonical JSON is what the snapshot id hashes.
 
+use super::glob::Pattern;
 use crate::job::Scalar;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -172,24 +173,11 @@ pub struct GateSpec {
     pub channels: BTreeSet<Channel>,
 }
 
-impl GateSpec {
-    fn canonical_value(&self) -> Value {
-        json!({
-            "approvers": self.approvers,
-            "roles": self.roles,
-            "sla": self.sla.0,
-            "timeout": self.timeout.0,
-            "bind_within": self.bind_within.0,
-            "channels": self.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        })
-    }
-}
-
 /// A test of one job attribute.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrTest {
     /// The attribute is a string matching this glob.
-    Glob(String),
+    Glob(Pattern),
     /// Every operator present must hold.
     Ops(AttrOps),
 }
@@ -206,53 +194,13 @@ pub struct AttrOps {
     pub exists: Option<bool>,
 }
 
-impl AttrTest {
-    fn canonical_value(&self) -> Value {
-        match self {
-            AttrTest::Glob(g) => json!({ "glob": g }),
-            AttrTest::Ops(ops) => {
-                let mut m = Map::new();
-                let mut put = |k: &str, v: &Option<Scalar>| {
-                    if let Some(v) = v {
-                        m.insert(k.into(), json!(v));
-                    }
-                };
-                put("eq", &ops.eq);
-                put("ne", &ops.ne);
-                put("gt", &ops.gt);
-                put("gte", &ops.gte);
-                put("lt", &ops.lt);
-                put("lte", &ops.lte);
-                if let Some(list) = &ops.in_ {
-                    // A set: order and repetition do not change the meaning.
-                    let mut items: Vec<String> = list
-                        .iter()
-                        .map(|s| crate::canonical::to_jcs(&json!(s)))
-                        .collect();
-                    items.sort();
-                    items.dedup();
-                    let values: Vec<Value> = items
-                        .iter()
-                        .filter_map(|s| serde_json::from_str(s).ok())
-                        .collect();
-                    m.insert("in".into(), Value::Array(values));
-                }
-                if let Some(e) = ops.exists {
-                    m.insert("exists".into(), Value::Bool(e));
-                }
-                Value::Object(m)
-            }
-        }
-    }
-}
-
 /// A `match` block.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MatchSpec {
-    pub topics: Option<Vec<String>>,
-    pub action: Option<Vec<String>>,
-    pub target: Option<Vec<String>>,
-    pub principal: Option<Vec<String>>,
+    pub topics: Option<Vec<Pattern>>,
+    pub action: Option<Vec<Pattern>>,
+    pub target: Option<Vec<Pattern>>,
+    pub principal: Option<Vec<Pattern>>,
     pub risk_tags: BTreeSet<String>,
     pub risk_tags_none: BTreeSet<String>,
     pub attributes: BTreeMap<String, AttrTest>,
@@ -301,7 +249,7 @@ impl GlobField {
 }
 
 impl MatchSpec {
-    pub fn globs(&self, field: GlobField) -> Option<&Vec<String>> {
+    pub fn globs(&self, field: GlobField) -> Option<&Vec<Pattern>> {
         match field {
             GlobField::Topics => self.topics.as_ref(),
             GlobField::Action => self.action.as_ref(),
@@ -317,34 +265,6 @@ impl MatchSpec {
             && self.risk_tags_none.is_empty()
             && self.attributes.is_empty()
             && self.not.is_none()
-    }
-
-    fn canonical_value(&self) -> Value {
-        let mut m = Map::new();
-        for f in GlobField::ALL {
-            if let Some(globs) = self.globs(f) {
-                let set: BTreeSet<&String> = globs.iter().collect();
-                m.insert(f.key().into(), json!(set));
-            }
-        }
-        if !self.risk_tags.is_empty() {
-            m.insert("risk_tags".into(), json!(self.risk_tags));
-        }
-        if !self.risk_tags_none.is_empty() {
-            m.insert("risk_tags_none".into(), json!(self.risk_tags_none));
-        }
-        if !self.attributes.is_empty() {
-            let attrs: Map<String, Value> = self
-                .attributes
-                .iter()
-                .map(|(k, t)| (k.clone(), t.canonical_value()))
-                .collect();
-            m.insert("attributes".into(), Value::Object(attrs));
-        }
-        if let Some(not) = &self.not {
-            m.insert("not".into(), not.canonical_value());
-        }
-        Value::Object(m)
     }
 }
 
@@ -373,25 +293,6 @@ pub struct RuleSpec {
     pub pos: Pos,
 }
 
-impl RuleSpec {
-    fn canonical_value(&self) -> Value {
-        let summary = self
-            .summary
-            .as_ref()
-            .map(|s| json!({ "title": s.title, "why": s.why, "next_effect": s.next_effect }));
-        json!({
-            "id": self.id,
-            "match": self.matcher.canonical_value(),
-            "decision": self.decision.as_str(),
-            "reason": self.reason,
-            "approval": self.gate.as_ref().map(GateSpec::canonical_value),
-            "constraints": self.constraints,
-            "summary": summary,
-            "overridable": self.overridable,
-        })
-    }
-}
-
 /// A validated policy document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyDoc {
@@ -400,23 +301,6 @@ pub struct PolicyDoc {
     pub default_decision: Decision,
     pub default_gate: GateSpec,
     pub rules: Vec<RuleSpec>,
-}
-
-impl PolicyDoc {
-    /// The normalised document hashed into the snapshot id: defaults filled
-    /// in, durations in seconds, sets sorted. Rule order is kept: it decides
-    /// the primary rule and constraint precedence.
-    pub fn canonical_value(&self) -> Value {
-        json!({
-            "version": self.version,
-            "name": self.name,
-            "defaults": {
-                "decision": self.default_decision.as_str(),
-                "approval": self.default_gate.canonical_value(),
-            },
-            "rules": self.rules.iter().map(RuleSpec::canonical_value).collect::<Vec<_>>(),
-        })
-    }
 }
 
 /// How serious a finding is.

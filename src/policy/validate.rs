@@ -574,7 +574,7 @@ impl Validator<'_> {
         list: &Option<raw::GlobList>,
         key: &str,
         rule: Option<&str>,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<Pattern>> {
         let list = list.as_ref()?;
         if list.value.is_empty() {
             self.error(
@@ -586,10 +586,10 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for g in &list.value {
-            if let Err(e) = Pattern::parse(&g.value) {
-                self.error("invalid-glob", Pos::of(g), rule, e.to_string());
+            match Pattern::parse(&g.value) {
+                Ok(p) => out.push(p),
+                Err(e) => self.error("invalid-glob", Pos::of(g), rule, e.to_string()),
             }
-            out.push(g.value.clone());
         }
         Some(out)
     }
@@ -664,13 +664,13 @@ impl Validator<'_> {
             );
         };
         match t {
-            RawAttrTest::Glob(g) => {
-                if let Err(e) = Pattern::parse(&g) {
+            RawAttrTest::Glob(g) => match Pattern::parse(&g) {
+                Ok(p) => Some(AttrTest::Glob(p)),
+                Err(e) => {
                     self.error("invalid-glob", pos, rule, format!("attributes.{key}: {e}"));
-                    return None;
+                    None
                 }
-                Some(AttrTest::Glob(g))
-            }
+            },
             RawAttrTest::Equals(v) => Some(AttrTest::Ops(AttrOps {
                 eq: scalar(&v),
                 ..AttrOps::default()
@@ -748,31 +748,6 @@ impl Validator<'_> {
                 );
             }
         }
-        for b in &doc.rules {
-            if never_matches(&b.matcher).is_some() {
-                continue;
-            }
-            let shadow = doc.rules.iter().find(|a| {
-                a.id != b.id
-                    && a.decision > b.decision
-                    && never_matches(&a.matcher).is_none()
-                    // A shadowed rule still matters when it contributes:
-                    // constraints apply under any decision but deny.
-                    && (b.decision == Decision::Allow || a.decision == Decision::Deny)
-                    && covers(&a.matcher, &b.matcher)
-            });
-            if let Some(a) = shadow {
-                self.warn(
-                    "shadowed-rule",
-                    b.pos,
-                    Some(&b.id),
-                    format!(
-                        "rule `{}` never takes effect: rule `{}` (line {}) matches every job it matches and decides `{}`, which is stricter",
-                        b.id, a.id, a.pos.line, a.decision
-                    ),
-                );
-            }
-        }
     }
 }
 
@@ -835,11 +810,7 @@ fn ops_contradiction(o: &AttrOps) -> Option<&'static str> {
 pub fn covers(a: &MatchSpec, b: &MatchSpec) -> bool {
     for f in GlobField::ALL {
         let Some(a_globs) = a.globs(f) else { continue };
-        let a_pats: Vec<Pattern> = a_globs
-            .iter()
-            .filter_map(|g| Pattern::parse(g).ok())
-            .collect();
-        if a_pats.iter().any(Pattern::matches_everything) {
+        if a_globs.iter().any(Pattern::matches_everything) {
             continue;
         }
         let Some(b_globs) = b.globs(f) else {
@@ -847,10 +818,7 @@ pub fn covers(a: &MatchSpec, b: &MatchSpec) -> bool {
         };
         let all_covered = b_globs.iter().all(|bg| {
             a_globs.contains(bg)
-                || Pattern::parse(bg)
-                    .ok()
-                    .filter(Pattern::is_literal)
-                    .is_some_and(|_| a_pats.iter().any(|ap| ap.matches(bg)))
+                || (bg.is_literal() && a_globs.iter().any(|ap| ap.matches(bg.as_str())))
         });
         if !all_covered {
             return false;

@@ -105,3 +105,67 @@ fn job_hashes_match_an_independent_implementation() {
         );
     }
 }
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        "[a-z]{0,3}",
+        "[\\u{0}-\\u{7f}]{0,3}",
+        "[é€😀\u{fb33}\u{e000}\u{ffff}\u{10000}a\r]{0,3}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            Just(1e21),
+            Just(1e-7),
+            Just(-0.0),
+            Just(5e-324),
+            Just(0.1),
+            Just(1e23)
+        ]
+        .prop_map(Value::from),
+        "[\\u{0}-\\u{7f}é€😀\u{2028}\"\\\\]{0,8}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// gavel's canonical writer and the serde_json_canonicalizer crate agree
+    /// byte for byte.
+    #[test]
+    fn canonical_writer_matches_the_jcs_crate(v in json_value()) {
+        let ours = to_jcs(&v);
+        let theirs = serde_json_canonicalizer::to_string(&v).unwrap();
+        proptest::prop_assert_eq!(ours, theirs);
+    }
+
+    /// A job's canonical form written field by field equals the JCS crate's
+    /// rendering of the documented canonical document.
+    #[test]
+    fn job_canonical_form_matches_the_jcs_crate(params in json_value(), attrs in proptest::collection::btree_map("[a-z\u{e000}😀]{1,3}", -1000i64..1000, 0..4), cost in proptest::option::of(-1e9f64..1e9)) {
+        let params = match params { Value::Object(m) => Value::Object(m), other => serde_json::json!({ "v": other }) };
+        let text = serde_json::json!({
+            "topic": "t", "action": "a", "target": "x", "tenant": "acme",
+            "risk_tags": ["b", "a", "\u{e000}", "😀"],
+            "attributes": attrs,
+            "params": params,
+            "proposal": { "title": "T", "estimated_cost_usd": cost },
+        }).to_string();
+        let job = Job::from_json(text.as_bytes(), &Limits::default()).unwrap();
+        let theirs = serde_json_canonicalizer::to_string(&job.canonical_value()).unwrap();
+        proptest::prop_assert_eq!(job.canonical_json(), theirs);
+    }
+}

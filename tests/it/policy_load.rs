@@ -583,3 +583,43 @@ rules:
         "both rules and the default gate: {nobody:#?}"
     );
 }
+
+#[test]
+fn the_snapshot_document_is_rfc8785_canonical() {
+    let tricky = r#"
+version: v1
+name: tricky
+rules:
+  - id: unicode-keys
+    match:
+      attributes:
+        "\uFB33": x*
+        "\U0001F600": { gt: 1.5e21, lt: 1e-7, in: [3, 1.0, "b", "a", 1] }
+        "é": { ne: -0.0 }
+        z: true
+    decision: require_approval
+  - id: floats
+    match: { topics: ["b", "a", "b"] }
+    decision: allow_with_constraints
+    constraints:
+      max_cost: 0.000001
+      zeta: { b: [1e30, 4.50], a: "\u20ac" }
+      alpha_allowlist: [y, x]
+"#;
+    let sources = [
+        tricky.to_owned(),
+        BASE.to_owned(),
+        std::fs::read_to_string(root().join("policies/default.yaml")).unwrap(),
+        std::fs::read_to_string(root().join("tests/fixtures/seed-approval-policy.yaml")).unwrap(),
+        gavel::policy::generate::policy_yaml(200, 3),
+    ];
+    for source in sources {
+        let snap = load(&source);
+        let reparsed: serde_json::Value = serde_json::from_str(&snap.canonical_json).unwrap();
+        assert_eq!(gavel::canonical::to_jcs(&reparsed), snap.canonical_json);
+        assert_eq!(
+            snap.id.sha256(),
+            gavel::canonical::sha256_hex(snap.canonical_json.as_bytes())
+        );
+    }
+}
