@@ -279,3 +279,69 @@ fn policy_test_runs_suites_and_writes_junit() {
         Some(1)
     );
 }
+
+/// Every `cargo run … -- ARGS` line in the README's shell blocks works as
+/// written (run with the test-built binary) and exits 0.
+#[test]
+fn the_readme_commands_work() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut ran = 0;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh || !line.starts_with("cargo run") {
+            continue;
+        }
+        let args: Vec<&str> = line
+            .split_once(" -- ")
+            .map(|(_, a)| a.split_whitespace().collect())
+            .unwrap_or_default();
+        assert!(!args.is_empty(), "{line}");
+        let o = gavel(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{line}\n{}{}",
+            stdout(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 6, "found {ran} commands");
+    // The first command of the README shows a production deploy waiting for people.
+    let o = gavel(&[
+        "policy",
+        "explain",
+        "policies/default.yaml",
+        "--job",
+        "examples/jobs/prod-deploy.json",
+        "--output",
+        "json",
+    ]);
+    let j = json(&o);
+    assert_eq!(j["decision"], "require_approval");
+    assert_eq!(j["gates"].as_array().unwrap().len(), 2);
+    let drop = json(&gavel(&[
+        "policy",
+        "explain",
+        "policies/default.yaml",
+        "--job",
+        "examples/jobs/drop-production.json",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(drop["decision"], "deny");
+    let read = json(&gavel(&[
+        "policy",
+        "explain",
+        "policies/default.yaml",
+        "--job",
+        "examples/jobs/read-file.json",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(read["decision"], "allow");
+}
