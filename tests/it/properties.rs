@@ -503,3 +503,46 @@ proptest! {
         prop_assert_ne!(before, hash_of(&Value::Object(changed).to_string()));
     }
 }
+
+// ------------------------------------------------------------ no panics
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Any text, policy-shaped or not, gives findings or a snapshot: never a
+    /// panic, and every error is located.
+    #[test]
+    fn any_policy_text_is_handled(
+        text in prop_oneof![
+            ".{0,200}",
+            proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "version: v1\n", "rules:\n", "  - id: a\n", "    match: {", "}\n", "topics: [", "]", "\"*\"",
+                    "    decision: ", "deny", "allow", "require_approval", "\n", "&a ", "*a", "!!str ", "- ", ": ",
+                    "not: ", "attributes: {x: {gt: ", "1e400", "}}", "[z-a]", "approval: {approvers: ", "-1", "{{",
+                ]),
+                0..40,
+            ).prop_map(|parts| parts.concat()),
+        ]
+    ) {
+        match policy::load(&text, "fuzz.yaml") {
+            Ok(_) => {}
+            Err(e) => {
+                prop_assert!(!e.findings.is_empty());
+                for f in &e.findings {
+                    prop_assert!(f.line >= 1 && f.column >= 1, "{}", f);
+                }
+            }
+        }
+    }
+
+    /// Any bytes as a job give a job or a refusal naming a field.
+    #[test]
+    fn any_job_bytes_are_handled(bytes in proptest::collection::vec(any::<u8>(), 0..200), text in "\\{.{0,120}\\}") {
+        for input in [bytes.as_slice(), text.as_bytes()] {
+            if let Err(e) = Job::from_json(input, &Limits::default()) {
+                prop_assert!(e.field.starts_with("job"), "{}", e);
+            }
+        }
+    }
+}
