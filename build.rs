@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
 
-    let fds = protox::compile(["gavel/v1/gavel.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["gavel/v1/gavel.proto", "google/rpc/status.proto"],
+        ["proto"],
+    )?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("gavel_descriptor.bin"),

@@ -3,10 +3,20 @@
 //! The pure core (`policy`, `job`, `canonical`) knows nothing of sockets,
 //! databases or files; the command line in `cli` is a thin shell around it.
 
+pub mod approval;
+pub mod audit;
 pub mod canonical;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod identity;
 pub mod job;
 pub mod policy;
+pub mod refusal;
+pub mod server;
+pub mod service;
+pub mod store;
 
 pub mod proto {
     //! The generated wire types and services of `proto/gavel/v1/gavel.proto`.
@@ -17,5 +27,10 @@ pub mod proto {
         /// The encoded file descriptor set, for gRPC server reflection.
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             tonic::include_file_descriptor_set!("gavel_descriptor");
+    }
+
+    /// `google.rpc.Status`, the rich error model carrying `ErrorDetail`.
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }

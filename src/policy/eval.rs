@@ -8,13 +8,13 @@ use super::glob::GlobScratch;
 use super::model::*;
 use super::template::Context;
 use crate::job::{Job, Scalar};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 /// One approval requirement of a decided job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gate {
     pub approvers: u32,
     pub roles: Vec<String>,
@@ -27,7 +27,7 @@ pub struct Gate {
 }
 
 /// What the approver reads first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionSummary {
     pub title: String,
     pub why: String,
@@ -36,7 +36,7 @@ pub struct DecisionSummary {
 
 /// A constraint key that several matching rules set to different values;
 /// the first rule in file order won.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConstraintConflict {
     pub key: String,
     pub kept_rule: String,
@@ -46,7 +46,7 @@ pub struct ConstraintConflict {
 }
 
 /// The deadlines of a job that needs approval: the shortest of its gates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
     pub sla_seconds: u64,
     pub timeout_seconds: u64,
@@ -54,7 +54,7 @@ pub struct Timing {
 }
 
 /// The result of evaluating one job against one policy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub decision: Decision,
     /// The first matching rule (file order) with the winning decision, or

@@ -2,10 +2,12 @@
 
 mod cli;
 mod fnmatch;
+mod helpers;
 mod jcs;
 mod matchers;
 mod policy_load;
 mod properties;
+mod server;
 mod suites;
 
 use gavel::job::{Job, Limits};

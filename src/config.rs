@@ -1,0 +1,183 @@
+//! The server's configuration: a TOML file, each key overridable by a
+//! `gavel serve` flag or a `GAVEL_*` environment variable (flags win over
+//! the environment, which wins over the file).
+
+use crate::identity::{Directory, DirectoryError, Identity};
+use crate::job::Limits;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// `gavel.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the gRPC API listens. Loopback unless configured otherwise.
+    pub grpc_listen: SocketAddr,
+    /// `sqlite://path/to/gavel.db`.
+    pub database_url: String,
+    /// Loaded at start when the database has no active snapshot (or with `--policy`).
+    pub policy: Option<String>,
+    /// This replica's audit chain.
+    pub replica_id: String,
+    /// How often the sweeper expires and escalates jobs.
+    pub sweep_interval_secs: u64,
+    pub bind: BindConfig,
+    pub limits: Limits,
+    pub identities: Vec<IdentityConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BindConfig {
+    /// Refuse binds with SNAPSHOT_STALE once the job's snapshot is no longer active.
+    pub require_active_snapshot: bool,
+}
+
+/// One person (or agent) and every credential they use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// `sha256:<hex>` of each bearer token.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Requesters (agents) this person acts for: they never approve their jobs.
+    #[serde(default)]
+    pub acts_for: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://gavel-data/gavel.db".into(),
+            policy: Some("policies/default.yaml".into()),
+            replica_id: "main".into(),
+            sweep_interval_secs: 1,
+            bind: BindConfig::default(),
+            limits: Limits::default(),
+            identities: Vec::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, saying where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::from_toml(&text, &shown)
+    }
+
+    pub fn from_toml(text: &str, shown: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.replica_id.is_empty()
+            || !self
+                .replica_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "replica_id `{}`: use 1 or more characters of [A-Za-z0-9._-]",
+                self.replica_id
+            )));
+        }
+        if self.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "sweep_interval_secs must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_params_depth == 0 || self.limits.max_params_depth > 100 {
+            return Err(ConfigError::Invalid(
+                "limits.max_params_depth must be 1-100".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The identity directory the configuration describes.
+    pub fn directory(&self) -> Result<Directory, ConfigError> {
+        let entries = self
+            .identities
+            .iter()
+            .map(|i| {
+                (
+                    Identity {
+                        name: i.name.clone(),
+                        roles: i.roles.iter().cloned().collect::<BTreeSet<_>>(),
+                        acts_for: i.acts_for.iter().cloned().collect(),
+                    },
+                    i.tokens.clone(),
+                )
+            })
+            .collect();
+        Ok(Directory::new(entries)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::from_toml(
+            r#"
+grpc_listen = "127.0.0.1:50051"
+database_url = "sqlite://gavel-data/gavel.db"
+policy = "policies/default.yaml"
+[[identities]]
+name = "alice"
+roles = ["reviewer", "finance"]
+tokens = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+"#,
+            "gavel.toml",
+        )
+        .unwrap();
+        assert_eq!(c.identities[0].name, "alice");
+        assert_eq!(c.directory().unwrap().identities().len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let e = Config::from_toml("grpc_lisen = \"x\"\n", "gavel.toml").unwrap_err();
+        assert!(e.to_string().starts_with("gavel.toml: "), "{e}");
+        assert!(e.to_string().contains("grpc_lisen"), "{e}");
+        assert!(Config::from_toml("grpc_listen = \"nowhere\"\n", "g").is_err());
+        assert!(Config::from_toml("replica_id = \"a b\"\n", "g").is_err());
+        let c = Config::from_toml("[[identities]]\nname = \"a\"\ntokens = [\"secret\"]\n", "g")
+            .unwrap();
+        assert!(c.directory().is_err(), "plain tokens are refused");
+    }
+}

@@ -1,0 +1,166 @@
+//! Who is calling: people and agents configured with their roles and every
+//! credential they use. Identity comes only from credentials, never from a
+//! request body. Tokens are stored as sha256 hashes.
+
+use crate::policy::Person;
+use base64::Engine as _;
+use std::collections::{BTreeSet, HashMap};
+
+pub const AGENT: &str = "agent";
+pub const EXECUTOR: &str = "executor";
+pub const OPERATOR: &str = "operator";
+pub const AUDITOR: &str = "auditor";
+pub const BREAKGLASS: &str = "breakglass";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// One person (or agent): distinctness is by this name.
+    pub name: String,
+    pub roles: BTreeSet<String>,
+    /// Requesters this identity acts for (an agent's owner): it may never
+    /// approve their jobs.
+    pub acts_for: BTreeSet<String>,
+}
+
+impl Identity {
+    pub fn has(&self, role: &str) -> bool {
+        self.roles.contains(role)
+    }
+
+    /// Approver roles: every role but the built-in ones.
+    pub fn approver_roles(&self) -> impl Iterator<Item = &String> {
+        self.roles
+            .iter()
+            .filter(|r| !crate::policy::model::BUILTIN_ROLES.contains(&r.as_str()))
+    }
+}
+
+/// A token's stored form: `sha256:<64 hex>`.
+pub fn token_hash(token: &str) -> String {
+    format!("sha256:{}", crate::canonical::sha256_hex(token.as_bytes()))
+}
+
+/// A fresh random bearer token (256 bits, URL-safe base64, prefixed `gvl_`).
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!(
+        "gvl_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// Every configured identity, indexed by credential.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    identities: Vec<Identity>,
+    by_token_hash: HashMap<String, usize>,
+}
+
+/// A configuration mistake in the identities.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("identities: {0}")]
+pub struct DirectoryError(pub String);
+
+impl Directory {
+    /// Builds the directory: names unique, token hashes well-formed and
+    /// unique across people (one credential never names two people).
+    pub fn new(entries: Vec<(Identity, Vec<String>)>) -> Result<Directory, DirectoryError> {
+        let mut d = Directory::default();
+        let mut names = BTreeSet::new();
+        for (identity, tokens) in entries {
+            if identity.name.is_empty() {
+                return Err(DirectoryError("an identity has an empty name".into()));
+            }
+            if !names.insert(identity.name.clone()) {
+                return Err(DirectoryError(format!(
+                    "`{}` is configured twice; list every credential of one person under one identity",
+                    identity.name
+                )));
+            }
+            let idx = d.identities.len();
+            for t in tokens {
+                let hex = t.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(DirectoryError(format!(
+                        "`{}`: token `{t}` is not `sha256:<64 hex>` (store the hash, never the token; `gavel token new` prints both)",
+                        identity.name
+                    )));
+                }
+                let key = format!("sha256:{}", hex.to_ascii_lowercase());
+                if d.by_token_hash.insert(key, idx).is_some() {
+                    return Err(DirectoryError(format!(
+                        "a token of `{}` is also configured for someone else",
+                        identity.name
+                    )));
+                }
+            }
+            d.identities.push(identity);
+        }
+        Ok(d)
+    }
+
+    /// The identity a bearer token belongs to.
+    pub fn by_token(&self, token: &str) -> Option<&Identity> {
+        self.by_token_hash
+            .get(&token_hash(token))
+            .map(|&i| &self.identities[i])
+    }
+
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+
+    /// The people who could approve, for gate satisfiability checks.
+    pub fn people(&self) -> Vec<Person> {
+        self.identities
+            .iter()
+            .map(|i| Person {
+                name: i.name.clone(),
+                roles: i.approver_roles().cloned().collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            roles: BTreeSet::new(),
+            acts_for: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_looked_up_by_hash() {
+        let t = new_token().unwrap();
+        assert!(t.starts_with("gvl_") && t.len() > 40);
+        let d = Directory::new(vec![(id("alice"), vec![token_hash(&t)])]).unwrap();
+        assert_eq!(d.by_token(&t).unwrap().name, "alice");
+        assert!(d.by_token("nope").is_none());
+        assert!(
+            d.by_token(&token_hash(&t)).is_none(),
+            "the hash is not a credential"
+        );
+    }
+
+    #[test]
+    fn configuration_mistakes_are_refused() {
+        let h = token_hash("x");
+        assert!(
+            Directory::new(vec![(id("a"), vec![h.clone()]), (id("b"), vec![h.clone()])]).is_err()
+        );
+        assert!(Directory::new(vec![(id("a"), vec![]), (id("a"), vec![])]).is_err());
+        assert!(Directory::new(vec![(id("a"), vec!["plain-token".into()])]).is_err());
+        assert!(Directory::new(vec![(id(""), vec![])]).is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! Wiring: the gRPC server on an already-bound listener (tests bind port 0),
+//! health and reflection, the sweeper, and graceful shutdown.
+
+use crate::engine::Engine;
+use crate::proto::v1::approval_service_server::ApprovalServiceServer;
+use crate::proto::v1::audit_service_server::AuditServiceServer;
+use crate::proto::v1::decision_service_server::DecisionServiceServer;
+use crate::proto::v1::policy_service_server::PolicyServiceServer;
+use crate::service::grpc::Grpc;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// Server settings beyond the engine's.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub sweep_interval: Duration,
+    /// The largest gRPC message accepted.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            sweep_interval: Duration::from_secs(1),
+            max_message_bytes: 1024 * 1024 + 64 * 1024,
+        }
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` completes, then drains
+/// in-flight calls. The sweeper runs every `sweep_interval` meanwhile.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let grpc = Grpc::new(engine.clone());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<DecisionServiceServer<Grpc>>().await;
+    reporter.set_serving::<ApprovalServiceServer<Grpc>>().await;
+    reporter.set_serving::<PolicyServiceServer<Grpc>>().await;
+    reporter.set_serving::<AuditServiceServer<Grpc>>().await;
+    // The empty service name is the server as a whole.
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper_engine = engine.clone();
+    let interval = options.sweep_interval;
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = sweeper_engine.sweep().await {
+                        tracing::error!(error = %e, "sweep failed");
+                    }
+                }
+                _ = stop_rx.changed() => break,
+            }
+        }
+    });
+
+    let max = options.max_message_bytes;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            DecisionServiceServer::new(grpc.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max * 2),
+        )
+        .add_service(
+            ApprovalServiceServer::new(grpc.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max * 64),
+        )
+        .add_service(
+            PolicyServiceServer::new(grpc.clone())
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .add_service(
+            AuditServiceServer::new(grpc)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    result.map_err(ServeError::Transport)
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC transport: {0}")]
+    Transport(tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+}

@@ -1,0 +1,450 @@
+//! Conversions between the wire types of `gavel.v1` and the core's types,
+//! and the one encoding of refusals as gRPC statuses.
+
+use crate::approval::{ApprovalEntry, JobRecord, JobState};
+use crate::audit::AuditEntry;
+use crate::job::{JobInput, Proposal};
+use crate::policy::{Channel, Decision, Evaluation, Finding, Gate, Severity};
+use crate::proto::rpc;
+use crate::proto::v1 as pb;
+use crate::refusal::{Reason, Refusal};
+use crate::store::SnapshotRow;
+use prost::Message;
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+use std::collections::BTreeMap;
+
+/// The type URL of `gavel.v1.ErrorDetail` inside `google.rpc.Status`.
+pub const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/gavel.v1.ErrorDetail";
+
+/// A refusal as a gRPC status: the code for its reason, the message, and a
+/// `google.rpc.Status` with one `gavel.v1.ErrorDetail` in the details.
+pub fn status(r: &Refusal) -> tonic::Status {
+    status_with_state(r, None)
+}
+
+pub fn status_with_state(r: &Refusal, state: Option<JobState>) -> tonic::Status {
+    let code = r.reason.grpc_code();
+    let detail = pb::ErrorDetail {
+        reason: r.reason.to_proto(),
+        field: r.field.clone().unwrap_or_default(),
+        message: r.message.clone(),
+        state: state.map_or(0, state_to_proto),
+    };
+    let rich = rpc::Status {
+        code: code as i32,
+        message: r.message.clone(),
+        details: vec![prost_types::Any {
+            type_url: ERROR_DETAIL_TYPE.into(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(code, r.message.clone(), rich.encode_to_vec().into())
+}
+
+/// The `ErrorDetail` inside a status from a gavel server, when there is one.
+pub fn error_detail(s: &tonic::Status) -> Option<pb::ErrorDetail> {
+    let rich = rpc::Status::decode(s.details()).ok()?;
+    rich.details
+        .iter()
+        .find(|a| a.type_url == ERROR_DETAIL_TYPE)
+        .and_then(|a| pb::ErrorDetail::decode(a.value.as_slice()).ok())
+}
+
+pub fn invalid(field: &str, message: impl Into<String>) -> Refusal {
+    Refusal::field(Reason::InvalidArgument, field, message)
+}
+
+// ------------------------------------------------------------ JSON <-> protobuf Value
+
+pub fn value_to_json(v: &prost_types::Value, field: &str) -> Result<Value, Refusal> {
+    Ok(match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            // Protobuf numbers are doubles; integral ones within ±2^53 are
+            // written as integers (the canonical form is the same).
+            if n.fract() == 0.0 && n.abs() <= crate::canonical::MAX_EXACT_INTEGER as f64 {
+                Value::Number(Number::from(*n as i64))
+            } else {
+                Value::Number(
+                    Number::from_f64(*n).ok_or_else(|| invalid(field, "numbers must be finite"))?,
+                )
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(
+            l.values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| value_to_json(x, &format!("{field}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_map(s, field)?),
+    })
+}
+
+pub fn struct_to_map(s: &prost_types::Struct, field: &str) -> Result<Map<String, Value>, Refusal> {
+    s.fields
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), value_to_json(v, &format!("{field}.{k}"))?)))
+        .collect()
+}
+
+pub fn json_to_value(v: &Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(m) => Kind::StructValue(map_to_struct(m.iter())),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn map_to_struct<'a>(m: impl Iterator<Item = (&'a String, &'a Value)>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+    }
+}
+
+// ------------------------------------------------------------ jobs
+
+/// A wire job as a door's `JobInput` (validated later by `Job::from_input`).
+pub fn job_input(j: Option<pb::Job>) -> Result<JobInput, Refusal> {
+    let j = j.ok_or_else(|| invalid("job", "a job is required"))?;
+    let attributes = j
+        .attributes
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), value_to_json(v, &format!("job.attributes.{k}"))?)))
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    let params = match &j.params {
+        None => None,
+        Some(s) => Some(Value::Object(struct_to_map(s, "job.params")?)),
+    };
+    let proposal = j.proposal.map(|p| Proposal {
+        title: p.title,
+        why: p.why,
+        blast_radius: p.blast_radius,
+        reversible: p.reversible,
+        estimated_cost_usd: p.estimated_cost_usd,
+    });
+    Ok(JobInput {
+        job_id: j.job_id,
+        tenant: j.tenant,
+        topic: j.topic,
+        action: j.action,
+        target: j.target,
+        risk_tags: j.risk_tags,
+        attributes,
+        params,
+        proposal,
+    })
+}
+
+/// The wire job for a stored canonical job.
+pub fn job_from_canonical(job_id: &str, canonical: &str) -> pb::Job {
+    let v: Value = serde_json::from_str(canonical).unwrap_or(Value::Null);
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let proposal = v
+        .get("proposal")
+        .filter(|p| p.is_object())
+        .map(|p| pb::Proposal {
+            title: p.get("title").and_then(Value::as_str).unwrap_or("").into(),
+            why: p.get("why").and_then(Value::as_str).unwrap_or("").into(),
+            blast_radius: p
+                .get("blast_radius")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
+            reversible: p.get("reversible").and_then(Value::as_bool),
+            estimated_cost_usd: p.get("estimated_cost_usd").and_then(Value::as_f64),
+        });
+    pb::Job {
+        job_id: job_id.to_owned(),
+        tenant: s("tenant"),
+        topic: s("topic"),
+        action: s("action"),
+        target: s("target"),
+        risk_tags: v
+            .get("risk_tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        attributes: v
+            .get("attributes")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, x)| (k.clone(), json_to_value(x)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        params: v
+            .get("params")
+            .and_then(Value::as_object)
+            .map(|m| map_to_struct(m.iter())),
+        proposal,
+    }
+}
+
+// ------------------------------------------------------------ enums and times
+
+pub fn decision_to_proto(d: Decision) -> i32 {
+    (match d {
+        Decision::Allow => pb::Decision::Allow,
+        Decision::AllowWithConstraints => pb::Decision::AllowWithConstraints,
+        Decision::RequireApproval => pb::Decision::RequireApproval,
+        Decision::Deny => pb::Decision::Deny,
+    }) as i32
+}
+
+pub fn state_to_proto(s: JobState) -> i32 {
+    (match s {
+        JobState::Allowed => pb::JobState::Allowed,
+        JobState::Denied => pb::JobState::Denied,
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Approved => pb::JobState::Approved,
+        JobState::Rejected => pb::JobState::Rejected,
+        JobState::Expired => pb::JobState::Expired,
+        JobState::Cancelled => pb::JobState::Cancelled,
+        JobState::Bound => pb::JobState::Bound,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+    }) as i32
+}
+
+pub fn state_from_proto(v: i32) -> Option<JobState> {
+    JobState::ALL.into_iter().find(|s| state_to_proto(*s) == v)
+}
+
+pub fn channel_to_proto(c: Channel) -> i32 {
+    (match c {
+        Channel::Ui => pb::Channel::Ui,
+        Channel::Http => pb::Channel::Http,
+        Channel::Grpc => pb::Channel::Grpc,
+        Channel::Slack => pb::Channel::Slack,
+    }) as i32
+}
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn duration(secs: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs as i64,
+        nanos: 0,
+    }
+}
+
+pub fn gate(g: &Gate, filled: u32) -> pb::Gate {
+    pb::Gate {
+        approvers: g.approvers,
+        roles: g.roles.clone(),
+        rules: g.rules.clone(),
+        sla: Some(duration(g.sla_seconds)),
+        timeout: Some(duration(g.timeout_seconds)),
+        bind_within: Some(duration(g.bind_within_seconds)),
+        channels: g.channels.iter().map(|c| channel_to_proto(*c)).collect(),
+        filled,
+    }
+}
+
+pub fn constraints(c: &BTreeMap<String, Value>) -> prost_types::Struct {
+    map_to_struct(c.iter())
+}
+
+pub fn summary(e: &Evaluation) -> pb::DecisionSummary {
+    pb::DecisionSummary {
+        title: e.decision_summary.title.clone(),
+        why: e.decision_summary.why.clone(),
+        next_effect: e.decision_summary.next_effect.clone(),
+    }
+}
+
+pub fn approval(a: &ApprovalEntry, role: Option<&str>) -> pb::Approval {
+    pb::Approval {
+        approver: a.approver.clone(),
+        reason: a.reason.clone(),
+        note: a.note.clone(),
+        at: Some(timestamp(a.at)),
+        channel: channel_to_proto(a.channel),
+        role: role.unwrap_or("").to_owned(),
+        job_hash: a.job_hash.clone(),
+        policy_snapshot: a.snapshot_id.clone(),
+    }
+}
+
+/// The approvals of a record, each with the role it fills in the current assignment.
+pub fn approvals(r: &JobRecord) -> Vec<pb::Approval> {
+    let assignment = r.assignment();
+    r.approvals
+        .iter()
+        .zip(assignment)
+        .map(|(a, g)| {
+            let role = g.and_then(|g| {
+                let gate = &r.evaluation.gates[g];
+                a.roles
+                    .iter()
+                    .find(|x| gate.roles.contains(x))
+                    .map(String::as_str)
+            });
+            approval(a, role)
+        })
+        .collect()
+}
+
+/// The wire record of a job, as seen at `now` (a job past its deadline
+/// reads as expired even before the sweeper records it).
+pub fn record(r: &JobRecord, now: i64) -> pb::JobRecord {
+    let e = &r.evaluation;
+    let filled = r.filled();
+    pb::JobRecord {
+        job: Some(job_from_canonical(&r.job_id, &r.canonical_job)),
+        job_hash: r.job_hash.clone(),
+        state: state_to_proto(r.effective_state(now)),
+        decision: decision_to_proto(e.decision),
+        primary_rule: e.primary_rule.clone(),
+        matched_rules: e.matched_rules.clone(),
+        reason: e.reason.clone(),
+        policy_snapshot: r.snapshot_id.clone(),
+        approval_required: e.approval_required,
+        gates: e
+            .gates
+            .iter()
+            .zip(filled)
+            .map(|(g, f)| gate(g, f))
+            .collect(),
+        decision_summary: Some(summary(e)),
+        constraints: Some(constraints(&e.constraints)),
+        requester: r.requester.clone(),
+        approvals: approvals(r),
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+        expires_at: r.expires_at.map(timestamp),
+        escalate_at: r.escalate_at.map(timestamp),
+        escalated: r.escalated,
+        resolved_by: r.resolved_by.clone().unwrap_or_default(),
+        resolved_comment: r.resolved_comment.clone().unwrap_or_default(),
+        resolution: r.resolution.clone().unwrap_or_default(),
+        overridden: r.overridden,
+        override_acknowledged_by: r.override_ack_by.clone().unwrap_or_default(),
+        bind_id: r.bind_id.clone().unwrap_or_default(),
+        outcome_detail: r.outcome_detail.clone().unwrap_or_default(),
+        decision_id: r.decision_id.clone(),
+        overridable: e.overridable,
+    }
+}
+
+pub fn decide_response(r: &JobRecord, replayed: bool, now: i64) -> pb::DecideResponse {
+    let e = &r.evaluation;
+    let filled = r.filled();
+    pb::DecideResponse {
+        decision: decision_to_proto(e.decision),
+        primary_rule: e.primary_rule.clone(),
+        matched_rules: e.matched_rules.clone(),
+        reason: e.reason.clone(),
+        policy_snapshot: r.snapshot_id.clone(),
+        job_hash: r.job_hash.clone(),
+        job_id: r.job_id.clone(),
+        state: state_to_proto(r.effective_state(now)),
+        approval_required: e.approval_required,
+        gates: e
+            .gates
+            .iter()
+            .zip(filled)
+            .map(|(g, f)| gate(g, f))
+            .collect(),
+        decision_summary: Some(summary(e)),
+        constraints: Some(constraints(&e.constraints)),
+        expires_at: r.expires_at.map(timestamp),
+        decision_id: r.decision_id.clone(),
+        replayed,
+        overridable: e.overridable,
+    }
+}
+
+pub fn evaluation_response(e: &Evaluation, job_hash: &str, snapshot: &str) -> pb::DecideResponse {
+    pb::DecideResponse {
+        decision: decision_to_proto(e.decision),
+        primary_rule: e.primary_rule.clone(),
+        matched_rules: e.matched_rules.clone(),
+        reason: e.reason.clone(),
+        policy_snapshot: snapshot.to_owned(),
+        job_hash: job_hash.to_owned(),
+        job_id: String::new(),
+        state: 0,
+        approval_required: e.approval_required,
+        gates: e.gates.iter().map(|g| gate(g, 0)).collect(),
+        decision_summary: Some(summary(e)),
+        constraints: Some(constraints(&e.constraints)),
+        expires_at: None,
+        decision_id: String::new(),
+        replayed: false,
+        overridable: e.overridable,
+    }
+}
+
+pub fn snapshot(row: &SnapshotRow, active: bool, with_source: bool) -> pb::Snapshot {
+    pb::Snapshot {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        version: row.version.unwrap_or(0) as u64,
+        sha256: row.sha256.clone(),
+        source: if with_source {
+            row.source.clone()
+        } else {
+            String::new()
+        },
+        active,
+        revoked: row.revoked_at.is_some(),
+        created_at: Some(timestamp(row.created_at)),
+        activated_at: row.activated_at.map(timestamp),
+        activated_by: row.activated_by.clone().unwrap_or_default(),
+        revoked_at: row.revoked_at.map(timestamp),
+        revoked_by: row.revoked_by.clone().unwrap_or_default(),
+        revoke_reason: row.revoke_reason.clone().unwrap_or_default(),
+        rule_count: row.rule_count as u32,
+    }
+}
+
+pub fn finding(f: &Finding) -> pb::Finding {
+    pb::Finding {
+        severity: match f.severity {
+            Severity::Error => pb::Severity::Error,
+            Severity::Warning => pb::Severity::Warning,
+        } as i32,
+        code: f.code.to_owned(),
+        message: f.message.clone(),
+        file: f.file.clone(),
+        line: f.line,
+        column: f.column,
+        rule: f.rule.clone().unwrap_or_default(),
+    }
+}
+
+pub fn audit_entry(e: &AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        chain: e.chain.clone(),
+        seq: e.seq as u64,
+        prev_hash: e.prev_hash.clone(),
+        entry_hash: e.entry_hash.clone(),
+        at: Some(timestamp(e.at)),
+        actor: e.actor.clone(),
+        job_id: e.job_id.clone(),
+        snapshot_id: e.snapshot_id.clone(),
+        kind: e.kind.clone(),
+        body: crate::canonical::to_jcs(&e.body),
+    }
+}

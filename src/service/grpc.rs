@@ -1,0 +1,594 @@
+//! The gRPC door: authenticate the bearer token, translate the request,
+//! call the engine, translate the answer. No rule lives here.
+
+use super::convert::{self, invalid, status};
+use crate::engine::{Approve, BindContent, Engine, ListQuery};
+use crate::identity::Identity;
+use crate::policy::Channel;
+use crate::proto::v1 as pb;
+use crate::proto::v1::approval_service_server::ApprovalService;
+use crate::proto::v1::audit_service_server::AuditService;
+use crate::proto::v1::decision_service_server::DecisionService;
+use crate::proto::v1::policy_service_server::PolicyService;
+use crate::refusal::{Reason, Refusal};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// The four gavel services over one engine.
+#[derive(Clone)]
+pub struct Grpc {
+    engine: Arc<Engine>,
+}
+
+impl Grpc {
+    pub fn new(engine: Arc<Engine>) -> Grpc {
+        Grpc { engine }
+    }
+
+    /// The caller, from `authorization: Bearer <token>`; never from the body.
+    fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        let unauthenticated = |m: &str| status(&Refusal::new(Reason::Unauthenticated, m));
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| unauthenticated("the authorization metadata is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                unauthenticated("the authorization metadata must be `Bearer <token>`")
+            })?;
+        self.engine
+            .directory()
+            .by_token(token.trim())
+            .cloned()
+            .ok_or_else(|| unauthenticated("unknown token"))
+    }
+}
+
+type Result2<T> = std::result::Result<Response<T>, Status>;
+type EventStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+fn ok<T>(v: T) -> Result2<T> {
+    Ok(Response::new(v))
+}
+
+fn page_token(cursor: Option<(i64, String)>) -> String {
+    cursor.map_or(String::new(), |(at, id)| format!("{at}:{id}"))
+}
+
+fn parse_page_token(t: &str) -> std::result::Result<Option<(i64, String)>, Status> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        status(&invalid(
+            "page_token",
+            "not a page token this server issued",
+        ))
+    };
+    let (at, id) = t.split_once(':').ok_or_else(bad)?;
+    Ok(Some((at.parse().map_err(|_| bad())?, id.to_owned())))
+}
+
+#[tonic::async_trait]
+impl DecisionService for Grpc {
+    async fn decide(&self, req: Request<pb::DecideRequest>) -> Result2<pb::DecideResponse> {
+        let who = self.caller(&req)?;
+        let input = convert::job_input(req.into_inner().job).map_err(|r| status(&r))?;
+        let d = self
+            .engine
+            .decide(&who, input)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(convert::decide_response(
+            &d.record,
+            d.replayed,
+            self.engine.now(),
+        ))
+    }
+
+    async fn bind(&self, req: Request<pb::BindRequest>) -> Result2<pb::BindResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let content = match r.content {
+            Some(pb::bind_request::Content::Job(j)) => BindContent::Job(Box::new(
+                convert::job_input(Some(j)).map_err(|r| status(&r))?,
+            )),
+            Some(pb::bind_request::Content::JobHash(h)) => BindContent::Hash(h),
+            None => {
+                return Err(status(&invalid(
+                    "content",
+                    "send the job about to run (preferred) or its job_hash",
+                )));
+            }
+        };
+        let b = self
+            .engine
+            .bind(&who, &r.job_id, content, &r.policy_snapshot)
+            .await
+            .map_err(|r| status(&r))?;
+        let rec = &b.record;
+        ok(pb::BindResponse {
+            bind_id: b.bind_id.clone(),
+            job_id: rec.job_id.clone(),
+            job_hash: rec.job_hash.clone(),
+            policy_snapshot: rec.snapshot_id.clone(),
+            decision: convert::decision_to_proto(rec.evaluation.decision),
+            constraints: Some(convert::constraints(&rec.evaluation.constraints)),
+            approvals: convert::approvals(rec),
+            canonical_job: rec.canonical_job.clone(),
+            receipt: String::new(),
+            bound_at: rec.bound_at.map(convert::timestamp),
+            overridden: rec.overridden,
+        })
+    }
+
+    async fn report_outcome(
+        &self,
+        req: Request<pb::ReportOutcomeRequest>,
+    ) -> Result2<pb::ReportOutcomeResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let succeeded = match pb::Outcome::try_from(r.outcome) {
+            Ok(pb::Outcome::Succeeded) => true,
+            Ok(pb::Outcome::Failed) => false,
+            _ => {
+                return Err(status(&invalid(
+                    "outcome",
+                    "outcome must be SUCCEEDED or FAILED",
+                )));
+            }
+        };
+        let rec = self
+            .engine
+            .report_outcome(&who, &r.job_id, &r.bind_id, succeeded, &r.detail)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::ReportOutcomeResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result2<pb::CancelResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = self
+            .engine
+            .cancel(&who, &r.job_id, &r.reason)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::CancelResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result2<pb::GetJobResponse> {
+        let who = self.caller(&req)?;
+        let rec = self
+            .engine
+            .get_job(&who, &req.into_inner().job_id)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::GetJobResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    type WatchJobStream = EventStream<pb::JobEvent>;
+
+    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result2<Self::WatchJobStream> {
+        let who = self.caller(&req)?;
+        let job_id = req.into_inner().job_id;
+        // Subscribe before reading, so no change falls between the two.
+        let mut changes = self.engine.subscribe();
+        let first = self
+            .engine
+            .get_job(&who, &job_id)
+            .await
+            .map_err(|r| status(&r))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let now = engine.now();
+            let mut version = first.version;
+            let event = pb::JobEvent {
+                job: Some(convert::record(&first, now)),
+                kind: "decision".into(),
+                at: Some(convert::timestamp(first.updated_at)),
+            };
+            if tx.send(Ok(event)).await.is_err() || first.effective_state(now).is_final() {
+                return;
+            }
+            loop {
+                let change = match changes.recv().await {
+                    Ok(c) => c,
+                    Err(RecvError::Lagged(_)) => {
+                        // Too far behind: re-read the record itself.
+                        match engine.get_job(&who, &job_id).await {
+                            Ok(r) => crate::engine::JobChange {
+                                kind: "update",
+                                at: r.updated_at,
+                                record: Arc::new(r),
+                            },
+                            Err(r) => {
+                                let _ = tx.send(Err(status(&r))).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if change.record.job_id != job_id || change.record.version <= version {
+                    continue;
+                }
+                version = change.record.version;
+                let now = engine.now();
+                let done = change.record.effective_state(now).is_final();
+                let event = pb::JobEvent {
+                    job: Some(convert::record(&change.record, now)),
+                    kind: change.kind.into(),
+                    at: Some(convert::timestamp(change.at)),
+                };
+                if tx.send(Ok(event)).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl ApprovalService for Grpc {
+    async fn list_approvals(
+        &self,
+        req: Request<pb::ListApprovalsRequest>,
+    ) -> Result2<pb::ListApprovalsResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let after = parse_page_token(&r.page_token)?;
+        let page_size = if r.page_size == 0 { 100 } else { r.page_size };
+        let (items, next) = self
+            .engine
+            .list_approvals(
+                &who,
+                ListQuery {
+                    include_resolved: r.include_resolved,
+                    tenant: (!r.tenant.is_empty()).then_some(r.tenant),
+                    actionable_only: r.actionable_only,
+                    unacknowledged_overrides: r.unacknowledged_overrides,
+                    page_size,
+                    after,
+                },
+            )
+            .await
+            .map_err(|r| status(&r))?;
+        let now = self.engine.now();
+        ok(pb::ListApprovalsResponse {
+            items: items.iter().map(|x| convert::record(x, now)).collect(),
+            next_page_token: page_token(next),
+        })
+    }
+
+    async fn approve(&self, req: Request<pb::ApproveRequest>) -> Result2<pb::ApproveResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = self
+            .engine
+            .approve(
+                &who,
+                &r.job_id,
+                Approve {
+                    reason: r.reason,
+                    note: r.note,
+                    channel: Channel::Grpc,
+                    expected_job_hash: (!r.expected_job_hash.is_empty())
+                        .then_some(r.expected_job_hash),
+                    expected_snapshot: (!r.expected_policy_snapshot.is_empty())
+                        .then_some(r.expected_policy_snapshot),
+                },
+            )
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::ApproveResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    async fn reject(&self, req: Request<pb::RejectRequest>) -> Result2<pb::RejectResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = self
+            .engine
+            .reject(&who, &r.job_id, &r.reason, &r.note)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::RejectResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    async fn r#override(&self, req: Request<pb::OverrideRequest>) -> Result2<pb::OverrideResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = self
+            .engine
+            .override_job(&who, &r.job_id, &r.reason, &r.note)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::OverrideResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+
+    async fn acknowledge_override(
+        &self,
+        req: Request<pb::AcknowledgeOverrideRequest>,
+    ) -> Result2<pb::AcknowledgeOverrideResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = self
+            .engine
+            .acknowledge_override(&who, &r.job_id, &r.note)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::AcknowledgeOverrideResponse {
+            job: Some(convert::record(&rec, self.engine.now())),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyService for Grpc {
+    async fn reload_policy(
+        &self,
+        req: Request<pb::ReloadPolicyRequest>,
+    ) -> Result2<pb::ReloadPolicyResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let file = if r.filename.is_empty() {
+            "inline"
+        } else {
+            r.filename.as_str()
+        };
+        let out = self
+            .engine
+            .reload_policy(&who, &r.source, file, r.dry_run)
+            .await
+            .map_err(|r| status(&r))?;
+        let active = out.activated
+            || self
+                .engine
+                .active()
+                .is_some_and(|a| a.id.as_str() == out.snapshot.id);
+        ok(pb::ReloadPolicyResponse {
+            snapshot: Some(convert::snapshot(&out.snapshot, active, false)),
+            activated: out.activated,
+            unchanged: out.unchanged,
+            findings: out.warnings.iter().map(convert::finding).collect(),
+        })
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result2<pb::GetPolicyResponse> {
+        let who = self.caller(&req)?;
+        let v = self
+            .engine
+            .get_policy(&who, &req.into_inner().snapshot_id)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::GetPolicyResponse {
+            snapshot: Some(convert::snapshot(&v.row, v.active, true)),
+        })
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result2<pb::ListSnapshotsResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let all = self
+            .engine
+            .list_snapshots(&who, (!r.name.is_empty()).then_some(r.name.as_str()))
+            .await
+            .map_err(|r| status(&r))?;
+        let start: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| {
+                status(&invalid(
+                    "page_token",
+                    "not a page token this server issued",
+                ))
+            })?
+        };
+        let size = if r.page_size == 0 {
+            100
+        } else {
+            r.page_size as usize
+        };
+        let page: Vec<pb::Snapshot> = all
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|v| convert::snapshot(&v.row, v.active, false))
+            .collect();
+        let next = if start + size < all.len() {
+            (start + size).to_string()
+        } else {
+            String::new()
+        };
+        ok(pb::ListSnapshotsResponse {
+            snapshots: page,
+            next_page_token: next,
+        })
+    }
+
+    async fn revoke_snapshot(
+        &self,
+        req: Request<pb::RevokeSnapshotRequest>,
+    ) -> Result2<pb::RevokeSnapshotResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let v = self
+            .engine
+            .revoke_snapshot(&who, &r.snapshot_id, &r.reason)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::RevokeSnapshotResponse {
+            snapshot: Some(convert::snapshot(&v.row, v.active, false)),
+        })
+    }
+
+    async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result2<pb::ExplainResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let input = convert::job_input(r.job).map_err(|r| status(&r))?;
+        let (x, hash, snap) = self
+            .engine
+            .explain(&who, input, &r.principal, &r.snapshot_id)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::ExplainResponse {
+            decision: Some(convert::evaluation_response(
+                &x.evaluation,
+                hash.as_str(),
+                snap.as_str(),
+            )),
+            rules: x
+                .rules
+                .iter()
+                .map(|r| pb::RuleExplanation {
+                    rule: r.rule.clone(),
+                    decision: convert::decision_to_proto(r.decision),
+                    matched: r.matched,
+                    failures: r
+                        .failures
+                        .iter()
+                        .map(|f| pb::MatcherResult {
+                            matcher: f.matcher.clone(),
+                            detail: f.detail.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            constraint_conflicts: x
+                .evaluation
+                .constraint_conflicts
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: `{}` kept over `{}`",
+                        c.key, c.kept_rule, c.ignored_rule
+                    )
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Grpc {
+    async fn get_job_history(
+        &self,
+        req: Request<pb::GetJobHistoryRequest>,
+    ) -> Result2<pb::GetJobHistoryResponse> {
+        let who = self.caller(&req)?;
+        let entries = self
+            .engine
+            .job_history(&who, &req.into_inner().job_id)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::GetJobHistoryResponse {
+            entries: entries.iter().map(convert::audit_entry).collect(),
+        })
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result2<pb::VerifyAuditResponse> {
+        let who = self.caller(&req)?;
+        let v = self
+            .engine
+            .verify_audit(&who)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::VerifyAuditResponse {
+            ok: v.ok,
+            entries_checked: v.entries,
+            chains: v
+                .chains
+                .iter()
+                .map(|c| pb::ChainReport {
+                    chain: c.chain.clone(),
+                    entries: c.entries,
+                    head_hash: c.head_hash.clone(),
+                    ok: c.ok,
+                    first_bad_seq: c.first_bad_seq.unwrap_or(0) as u64,
+                    problem: c.problem.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    type ExportAuditStream = EventStream<pb::AuditEntry>;
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result2<Self::ExportAuditStream> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let chains = if r.chain.is_empty() {
+            self.engine
+                .audit_chains(&who)
+                .await
+                .map_err(|r| status(&r))?
+        } else {
+            self.engine
+                .audit_chains(&who)
+                .await
+                .map_err(|r| status(&r))?;
+            vec![r.chain.clone()]
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            for chain in chains {
+                let mut after = r.after_seq as i64;
+                loop {
+                    let page = match engine.audit_page(&who, &chain, after, 1000).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(status(&e))).await;
+                            return;
+                        }
+                    };
+                    let Some(last) = page.last() else { break };
+                    after = last.seq;
+                    for e in &page {
+                        if !r.job_id.is_empty() && e.job_id != r.job_id {
+                            continue;
+                        }
+                        if tx.send(Ok(convert::audit_entry(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}

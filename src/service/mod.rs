@@ -1,0 +1,4 @@
+//! The doors: thin layers that authenticate, translate and call the engine.
+
+pub mod convert;
+pub mod grpc;

@@ -1,0 +1,328 @@
+//! `spawn_app()`: a real gavel server on 127.0.0.1:0 with a fresh SQLite
+//! file, known identities and an injected clock, plus typed gRPC clients.
+
+use gavel::clock::ManualClock;
+use gavel::engine::{Engine, EngineSettings};
+use gavel::identity::{Directory, Identity, token_hash};
+use gavel::proto::v1 as pb;
+use gavel::proto::v1::approval_service_client::ApprovalServiceClient;
+use gavel::proto::v1::audit_service_client::AuditServiceClient;
+use gavel::proto::v1::decision_service_client::DecisionServiceClient;
+use gavel::proto::v1::policy_service_client::PolicyServiceClient;
+use gavel::server::{ServeOptions, serve};
+use gavel::store::sqlite::SqliteStore;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The policy most server tests run against.
+pub const POLICY: &str = r#"
+version: v1
+name: test
+defaults:
+  decision: require_approval
+  approval: { approvers: 1, roles: [reviewer], sla: 5m, timeout: 10m, bind_within: 5m }
+rules:
+  - id: reads
+    match: { action: [read] }
+    decision: allow
+  - id: egress
+    match: { risk_tags: [egress] }
+    decision: allow_with_constraints
+    constraints: { max_runtime_sec: 60 }
+  - id: deploys
+    match: { action: [deploy] }
+    decision: require_approval
+    reason: deploys need two reviewers
+    approval: { approvers: 2, roles: [reviewer] }
+  - id: prod
+    match: { risk_tags: [prod] }
+    decision: require_approval
+    approval: { approvers: 1, roles: [reviewer] }
+  - id: payment
+    match: { risk_tags: [payment] }
+    decision: require_approval
+    approval: { approvers: 1, roles: [finance] }
+  - id: ui-only
+    match: { risk_tags: [ui-only] }
+    decision: require_approval
+    approval: { approvers: 1, roles: [reviewer], channels: [ui] }
+  - id: freeze
+    match: { action: [migrate] }
+    decision: deny
+    overridable: true
+  - id: stop
+    match: { target: ["production_*"] }
+    decision: deny
+"#;
+
+/// (name, roles, acts_for)
+pub const PEOPLE: &[(&str, &[&str], &[&str])] = &[
+    ("agent-1", &["agent"], &[]),
+    ("agent-2", &["agent"], &[]),
+    ("executor", &["executor"], &[]),
+    ("alice", &["reviewer", "finance"], &[]),
+    ("bob", &["reviewer"], &[]),
+    ("carol", &["reviewer"], &[]),
+    ("dave", &["finance"], &[]),
+    ("owner-1", &["reviewer"], &["agent-1"]),
+    ("operator", &["operator"], &[]),
+    ("auditor", &["auditor"], &[]),
+    ("eve", &["breakglass"], &[]),
+    ("frank", &["breakglass", "reviewer"], &[]),
+    ("hybrid", &["agent", "reviewer"], &[]),
+    ("nobody", &[], &[]),
+];
+
+/// The test token of a person.
+pub fn token(name: &str) -> String {
+    format!("test-token-{name}")
+}
+
+pub fn directory() -> Directory {
+    Directory::new(
+        PEOPLE
+            .iter()
+            .map(|(name, roles, acts_for)| {
+                (
+                    Identity {
+                        name: (*name).into(),
+                        roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
+                        acts_for: acts_for.iter().map(|r| r.to_string()).collect(),
+                    },
+                    vec![token_hash(&token(name))],
+                )
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub engine: Arc<Engine>,
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+    #[allow(dead_code)]
+    pub db_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options for [`spawn_with`].
+pub struct Spawn {
+    pub policy: String,
+    pub settings: EngineSettings,
+    /// Reuse this data directory (restart tests).
+    pub dir: Option<tempfile::TempDir>,
+    pub clock_ms: i64,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Spawn {
+            policy: POLICY.to_owned(),
+            settings: EngineSettings::default(),
+            dir: None,
+            clock_ms: 1_800_000_000_000,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Spawn::default()).await
+}
+
+pub async fn spawn_with(opts: Spawn) -> TestApp {
+    let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let db_url = format!("sqlite://{}", dir.path().join("gavel.db").display());
+    let store = Arc::new(SqliteStore::open(&db_url, "main").await.unwrap());
+    let clock = ManualClock::new(opts.clock_ms);
+    let engine = Engine::start(
+        store.clone(),
+        Arc::new(clock.clone()),
+        directory(),
+        opts.settings,
+        Some((opts.policy, "test.yaml".into())),
+        false,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("engine: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        // The sweeper is driven by tests through `engine.sweep()`.
+        sweep_interval: Duration::from_secs(3600),
+        ..ServeOptions::default()
+    };
+    let e = engine.clone();
+    let handle = tokio::spawn(async move {
+        serve(e, listener, options, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        addr,
+        clock,
+        engine,
+        store,
+        dir,
+        db_url,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type C<T> = T;
+pub type Decision = C<DecisionServiceClient<InterceptedService<Channel, Bearer>>>;
+pub type Approval = C<ApprovalServiceClient<InterceptedService<Channel, Bearer>>>;
+pub type Policy = C<PolicyServiceClient<InterceptedService<Channel, Bearer>>>;
+pub type Audit = C<AuditServiceClient<InterceptedService<Channel, Bearer>>>;
+
+/// Clients of every service, calling as one identity.
+pub struct Clients {
+    pub decision: Decision,
+    pub approval: Approval,
+    pub policy: Policy,
+    pub audit: Audit,
+}
+
+impl TestApp {
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Clients calling as `who` (`None`: no token at all).
+    pub async fn as_raw(&self, token: Option<String>) -> Clients {
+        let ch = self.channel().await;
+        let b = Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()));
+        Clients {
+            decision: DecisionServiceClient::with_interceptor(ch.clone(), b.clone()),
+            approval: ApprovalServiceClient::with_interceptor(ch.clone(), b.clone()),
+            policy: PolicyServiceClient::with_interceptor(ch.clone(), b.clone()),
+            audit: AuditServiceClient::with_interceptor(ch, b),
+        }
+    }
+
+    pub async fn as_(&self, who: &str) -> Clients {
+        self.as_raw(Some(token(who))).await
+    }
+
+    /// Stops the server and waits for it; the data directory is returned
+    /// for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+        self.store.pool().close().await;
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A wire job.
+pub fn job(id: &str, action: &str, tags: &[&str]) -> pb::Job {
+    pb::Job {
+        job_id: id.into(),
+        topic: format!("job.test.{action}"),
+        action: action.into(),
+        target: "svc-a".into(),
+        risk_tags: tags.iter().map(|t| t.to_string()).collect(),
+        params: Some(prost_types::Struct {
+            fields: [(
+                "n".to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::NumberValue(1.0)),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The machine-readable reason of a refused call.
+pub fn reason(s: &tonic::Status) -> String {
+    gavel::service::convert::error_detail(s)
+        .and_then(|d| gavel::refusal::Reason::from_proto(d.reason))
+        .map(|r| r.as_str().to_owned())
+        .unwrap_or_else(|| format!("<no detail: {:?} {}>", s.code(), s.message()))
+}
+
+pub async fn decide(c: &mut Clients, j: pb::Job) -> Result<pb::DecideResponse, tonic::Status> {
+    c.decision
+        .decide(pb::DecideRequest { job: Some(j) })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn approve(
+    c: &mut Clients,
+    id: &str,
+    reason: &str,
+) -> Result<pb::JobRecord, tonic::Status> {
+    c.approval
+        .approve(pb::ApproveRequest {
+            job_id: id.into(),
+            reason: reason.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().job.unwrap())
+}
+
+pub async fn bind_hash(
+    c: &mut Clients,
+    id: &str,
+    hash: &str,
+    snapshot: &str,
+) -> Result<pb::BindResponse, tonic::Status> {
+    c.decision
+        .bind(pb::BindRequest {
+            job_id: id.into(),
+            content: Some(pb::bind_request::Content::JobHash(hash.into())),
+            policy_snapshot: snapshot.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub fn state(r: &pb::JobRecord) -> pb::JobState {
+    pb::JobState::try_from(r.state).unwrap()
+}
