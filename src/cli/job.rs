@@ -32,9 +32,9 @@ pub fn run(cmd: JobCommand, output: Output) -> Result<ExitCode, CliError> {
             let hash = job.hash();
             match output {
                 Output::Text => {
-                    println!("{hash}");
+                    say!("{hash}");
                     if canonical {
-                        println!("{}", job.canonical_json());
+                        say!("{}", job.canonical_json());
                     }
                 }
                 Output::Json => {

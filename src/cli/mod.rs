@@ -4,8 +4,27 @@
 //! Exit codes: 0 success, 1 a finding, a failed test or any other error,
 //! 2 a usage error (clap's own).
 
+/// Prints a line on stdout, ignoring a closed pipe (`gavel list | head`)
+/// instead of panicking like `println!`.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// Like [`say!`] without the newline.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+mod client;
 mod job;
 mod policy;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::Path;
@@ -21,12 +40,14 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    conn: client::Conn,
     #[command(subcommand)]
     command: Command,
 }
 
 /// How results are printed.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 pub enum Output {
     /// Human-readable text.
     Text,
@@ -36,28 +57,161 @@ pub enum Output {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check, hash, explain and test policy files.
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(serve::MigrateArgs),
+    /// Make bearer tokens.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
+    /// Check, hash, explain and test policy files; reload, show, list and
+    /// revoke snapshots on a server.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// Work with job files.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Ask the server for a decision on a job (as an agent).
+    Decide(client::DecideArgs),
+    /// Approve a pending job.
+    Approve(client::ApproveArgs),
+    /// Reject a pending job.
+    Reject(client::ReasonArgs),
+    /// Break-glass: approve a pending job or an overridable deny at once.
+    Override(client::ReasonArgs),
+    /// Acknowledge someone else's break-glass override.
+    Acknowledge(client::ReasonArgs),
+    /// Withdraw your own pending job.
+    Cancel(client::ReasonArgs),
+    /// Claim an allowed or approved job to run it (as an executor).
+    Bind(client::BindArgs),
+    /// Report how a bound job went.
+    Report(client::ReportArgs),
+    /// Show a job.
+    Get {
+        job_id: String,
+        /// Print only this field of the JSON record (e.g. `policy_snapshot`).
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// Follow a job's state changes until it is final.
+    Watch { job_id: String },
+    /// The approval queue.
+    List(client::ListArgs),
+    /// Verify, read and export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every hash chain; exit 1 and name the first bad entry on tampering.
+    Verify {
+        /// Verify this database file directly instead of asking a server.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// One job's whole story, in order.
+    Job { job_id: String },
+    /// Every entry as JSON lines.
+    Export {
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        #[arg(long)]
+        job_id: Option<String>,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Policy(cmd) => policy::run(cmd, cli.output),
-        Command::Job(cmd) => job::run(cmd, cli.output),
+    let output = cli.output;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report_error(
+                &CliError(format!("cannot start the async runtime: {e}")),
+                output,
+            );
+            return ExitCode::from(1);
+        }
     };
-    match result {
+    match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            report_error(&e, cli.output);
+            report_error(&e, output);
             ExitCode::from(1)
         }
     }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
+    let (o, conn) = (cli.output, &cli.conn);
+    match cli.command {
+        Command::Serve(a) => serve::run_serve(a).await,
+        Command::Migrate(a) => serve::run_migrate(a, o).await,
+        Command::Token(c) => serve::run_token(c, o),
+        Command::Policy(cmd) => policy::run(cmd, o, conn).await,
+        Command::Job(cmd) => job::run(cmd, o),
+        Command::Decide(a) => client::decide(conn, a, o).await,
+        Command::Approve(a) => client::approve(conn, a, o).await,
+        Command::Reject(a) => client::reject(conn, a, o).await,
+        Command::Override(a) => client::override_job(conn, a, o).await,
+        Command::Acknowledge(a) => client::acknowledge(conn, a, o).await,
+        Command::Cancel(a) => client::cancel(conn, a, o).await,
+        Command::Bind(a) => client::bind(conn, a, o).await,
+        Command::Report(a) => client::report(conn, a, o).await,
+        Command::Get { job_id, field } => client::get(conn, job_id, field, o).await,
+        Command::Watch { job_id } => client::watch(conn, job_id, o).await,
+        Command::List(a) => client::list(conn, a, o).await,
+        Command::Audit(AuditCommand::Verify {
+            database_url: Some(url),
+        }) => verify_offline(&url, o).await,
+        Command::Audit(AuditCommand::Verify { database_url: None }) => {
+            client::audit_verify(conn, o).await
+        }
+        Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
+        Command::Audit(AuditCommand::Export {
+            chain,
+            after_seq,
+            job_id,
+        }) => client::audit_export(conn, chain, after_seq, job_id).await,
+    }
+}
+
+/// Verifies the audit chains of a database file without a server.
+async fn verify_offline(url: &str, output: Output) -> Result<ExitCode, CliError> {
+    use crate::store::Store;
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    if !Path::new(path.split('?').next().unwrap_or(path)).exists() {
+        return Err(CliError(format!("{url}: no such database")));
+    }
+    let store = crate::store::sqlite::SqliteStore::open(url, "main")
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
+    let mut reports = Vec::new();
+    for chain in store.chains().await.map_err(|e| CliError(e.to_string()))? {
+        let mut v = crate::audit::ChainVerifier::new(&chain);
+        let mut after = 0;
+        loop {
+            let page = store
+                .audit_page(&chain, after, 5000)
+                .await
+                .map_err(|e| CliError(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                v.push(e);
+            }
+        }
+        reports.push(v.finish());
+    }
+    Ok(client::print_verification(&reports, output))
 }
 
 /// An error that ends a command: a message that already says what and where.
@@ -73,7 +227,16 @@ impl<E: std::fmt::Display> From<E> for CliError {
 fn report_error(e: &CliError, output: Output) {
     match output {
         Output::Text => eprintln!("error: {}", e.0),
-        Output::Json => println!("{}", serde_json::json!({ "error": { "message": e.0 } })),
+        Output::Json => {
+            // Refusals read `REASON: message`; give the reason its own field.
+            let reason = e.0.split_once(": ").map(|(r, _)| r).filter(|r| {
+                !r.is_empty() && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            });
+            say!(
+                "{}",
+                serde_json::json!({ "error": { "reason": reason, "message": e.0 } })
+            )
+        }
     }
 }
 
@@ -117,7 +280,7 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, CliError> {
 /// Prints a JSON value on stdout.
 pub fn print_json(v: &serde_json::Value) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => say!("{s}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }

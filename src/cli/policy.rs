@@ -40,10 +40,40 @@ pub enum PolicyCommand {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Validate a policy on the server and activate it (or only validate, with --dry-run).
+    Reload {
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the active snapshot's source (or a snapshot's, by id).
+    Show { snapshot_id: Option<String> },
+    /// List the server's snapshots.
+    List,
+    /// Revoke a snapshot: its jobs can no longer be bound.
+    Revoke {
+        snapshot_id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
-pub fn run(cmd: PolicyCommand, output: Output) -> Result<ExitCode, CliError> {
+pub async fn run(
+    cmd: PolicyCommand,
+    output: Output,
+    conn: &super::client::Conn,
+) -> Result<ExitCode, CliError> {
+    use super::client;
     match cmd {
+        PolicyCommand::Reload { file, dry_run } => {
+            client::policy_reload(conn, &file, dry_run, output).await
+        }
+        PolicyCommand::Show { snapshot_id } => client::policy_show(conn, snapshot_id, output).await,
+        PolicyCommand::List => client::policy_list(conn, output).await,
+        PolicyCommand::Revoke {
+            snapshot_id,
+            reason,
+        } => client::policy_revoke(conn, snapshot_id, reason, output).await,
         PolicyCommand::Check {
             files,
             allow_warnings,
@@ -51,7 +81,7 @@ pub fn run(cmd: PolicyCommand, output: Output) -> Result<ExitCode, CliError> {
         PolicyCommand::Hash { file } => {
             let snapshot = load_file(&file)?;
             match output {
-                Output::Text => println!("{}", snapshot.id),
+                Output::Text => say!("{}", snapshot.id),
                 Output::Json => print_json(&json!({ "policy_snapshot": snapshot.id })),
             }
             Ok(ExitCode::SUCCESS)
@@ -124,16 +154,16 @@ fn check(files: &[PathBuf], allow_warnings: bool, output: Output) -> Result<Exit
         match output {
             Output::Text => {
                 for f in &findings {
-                    println!("{f}");
+                    say!("{f}");
                 }
                 match &snapshot {
-                    Some(s) => println!(
+                    Some(s) => say!(
                         "{name}: {} ({} rules, {warnings} warnings) {}",
                         if ok { "ok" } else { "warnings" },
                         s.policy.rules().len(),
                         s.id
                     ),
-                    None => println!("{name}: {errors} errors, {warnings} warnings"),
+                    None => say!("{name}: {errors} errors, {warnings} warnings"),
                 }
             }
             Output::Json => reports.push(json!({
@@ -163,15 +193,16 @@ fn secs(s: u64) -> String {
 
 fn print_explanation(x: &Explanation, job_hash: &str, snapshot: &Snapshot) {
     let e = &x.evaluation;
-    println!(
+    say!(
         "decision:    {} (primary rule `{}`)",
-        e.decision, e.primary_rule
+        e.decision,
+        e.primary_rule
     );
-    println!("reason:      {}", e.reason);
+    say!("reason:      {}", e.reason);
     if e.overridable {
-        println!("             break-glass may override this deny");
+        say!("             break-glass may override this deny");
     }
-    println!(
+    say!(
         "matched:     {}",
         if e.matched_rules.is_empty() {
             "(none)".to_owned()
@@ -180,7 +211,7 @@ fn print_explanation(x: &Explanation, job_hash: &str, snapshot: &Snapshot) {
         }
     );
     for g in &e.gates {
-        println!(
+        say!(
             "gate:        {} approver(s) holding one of [{}] (from {}); sla {}, timeout {}, bind within {}",
             g.approvers,
             g.roles.join(", "),
@@ -191,30 +222,34 @@ fn print_explanation(x: &Explanation, job_hash: &str, snapshot: &Snapshot) {
         );
     }
     if !e.constraints.is_empty() {
-        println!(
+        say!(
             "constraints: {}",
             serde_json::to_string(&e.constraints).unwrap_or_default()
         );
     }
     for c in &e.constraint_conflicts {
-        println!(
+        say!(
             "conflict:    `{}` set to {} by `{}` and to {} by `{}`; the first rule wins",
-            c.key, c.kept, c.kept_rule, c.ignored, c.ignored_rule
+            c.key,
+            c.kept,
+            c.kept_rule,
+            c.ignored,
+            c.ignored_rule
         );
     }
-    println!("title:       {}", e.decision_summary.title);
-    println!("why:         {}", e.decision_summary.why);
-    println!("next effect: {}", e.decision_summary.next_effect);
-    println!("job hash:    {job_hash}");
-    println!("snapshot:    {}", snapshot.id);
-    println!("rules:");
+    say!("title:       {}", e.decision_summary.title);
+    say!("why:         {}", e.decision_summary.why);
+    say!("next effect: {}", e.decision_summary.next_effect);
+    say!("job hash:    {job_hash}");
+    say!("snapshot:    {}", snapshot.id);
+    say!("rules:");
     for r in &x.rules {
         if r.matched {
-            println!("  match    {} ({})", r.rule, r.decision);
+            say!("  match    {} ({})", r.rule, r.decision);
         } else {
-            println!("  no match {} ({})", r.rule, r.decision);
+            say!("  no match {} ({})", r.rule, r.decision);
             for f in &r.failures {
-                println!("           {}: {}", f.matcher, f.detail);
+                say!("           {}: {}", f.matcher, f.detail);
             }
         }
     }
@@ -319,22 +354,22 @@ fn test(path: &Path, junit: Option<&Path>, output: Output) -> Result<ExitCode, C
     match output {
         Output::Text => {
             for r in &runs {
-                println!("{} ({}; policy {})", r.name, r.file, r.policy);
+                say!("{} ({}; policy {})", r.name, r.file, r.policy);
                 if let Some(e) = &r.error {
-                    println!("  ERROR {e}");
+                    say!("  ERROR {e}");
                 }
                 for c in &r.cases {
                     if c.passed {
-                        println!("  ok    {}", c.name);
+                        say!("  ok    {}", c.name);
                     } else {
-                        println!("  FAIL  {} ({}:{})", c.name, r.file, c.line);
+                        say!("  FAIL  {} ({}:{})", c.name, r.file, c.line);
                         for f in &c.failures {
-                            println!("        {f}");
+                            say!("        {f}");
                         }
                     }
                 }
             }
-            println!(
+            say!(
                 "{} passed, {failed_cases} failed, {broken_suites} suites with errors",
                 total - failed_cases
             );

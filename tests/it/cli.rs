@@ -300,6 +300,10 @@ fn the_readme_commands_work() {
             .map(|(_, a)| a.split_whitespace().collect())
             .unwrap_or_default();
         assert!(!args.is_empty(), "{line}");
+        if args[0] == "serve" {
+            // The server runs until stopped: the quickstart test covers it.
+            continue;
+        }
         let o = gavel(&args);
         assert_eq!(
             o.status.code(),
@@ -344,4 +348,132 @@ fn the_readme_commands_work() {
         "json",
     ]));
     assert_eq!(read["decision"], "allow");
+}
+
+/// The README's quickstart, run as written by bash against a real
+/// `gavel serve --dev` process (on a free port, in a scratch directory).
+#[test]
+fn the_readme_quickstart_runs_against_a_real_server() {
+    use std::io::BufRead;
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let after = readme
+        .split("<!-- quickstart -->")
+        .nth(1)
+        .expect("quickstart marker");
+    let block = after
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("quickstart block");
+    assert!(block.contains("gavel bind"), "{block}");
+
+    let dir = tempfile::tempdir().unwrap();
+    for link in ["examples", "policies"] {
+        std::os::unix::fs::symlink(root().join(link), dir.path().join(link)).unwrap();
+    }
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_gavel"));
+    let mut server = Command::new(&bin)
+        .args(["serve", "--dev", "--grpc-listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("gavel listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("GAVEL_SERVER", format!("http://{addr}"))
+        .env_remove("GAVEL_TOKEN")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+
+    // Refusals exit 1 and name their reason.
+    let refusals = [
+        (
+            "GAVEL_TOKEN=$(gavel token dev dev-executor) gavel bind job-pay-7 --job examples/jobs/vendor-payment.json --snapshot \"$(GAVEL_TOKEN=$(gavel token dev dev-agent) gavel get job-pay-7 --field policy_snapshot)\"",
+            "ALREADY_BOUND",
+        ),
+        (
+            "GAVEL_TOKEN=$(gavel token dev dev-agent) gavel approve job-pay-7 --reason mine",
+            "PERMISSION_DENIED",
+        ),
+        (
+            "GAVEL_TOKEN=$(gavel token dev dev-executor) gavel bind job-pay-7 --job-hash 0000000000000000000000000000000000000000000000000000000000000000 --snapshot x",
+            "HASH_MISMATCH",
+        ),
+    ];
+    let path2 = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (cmd, want) in refusals {
+        let o = Command::new("bash")
+            .args(["-c", cmd])
+            .current_dir(dir.path())
+            .env("PATH", &path2)
+            .env("GAVEL_SERVER", format!("http://{addr}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(&format!("error: {want}: ")), "{cmd}: {e}");
+    }
+
+    // Stop the server we started, by its pid, and let it drain.
+    let pid = server.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = server.wait().unwrap();
+
+    assert!(run.status.success(), "quickstart failed:\n{out}\n{err}");
+    assert!(
+        out.contains("decision: require_approval (rule `payment-gate`)"),
+        "{out}"
+    );
+    assert!(out.contains("state:    approved"), "{out}");
+    assert!(out.contains("bound:       job-pay-7"), "{out}");
+    assert!(out.contains("approved by: bob"), "{out}");
+    assert!(out.contains("bind          dev-executor"), "{out}");
+    assert!(out.contains("chain main: "), "{out}");
+    assert!(out.contains(", ok (head "), "{out}");
+    assert!(
+        status.success(),
+        "the server exits cleanly on SIGTERM: {status:?}"
+    );
+}
+
+/// Client commands name refusal reasons and exit 1.
+#[test]
+fn client_refusals_exit_1_with_their_reason() {
+    let o = gavel(&["get", "x", "--server", "http://127.0.0.1:9", "--token", "t"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach http://127.0.0.1:9"));
+    let o = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["get", "x"])
+        .env_remove("GAVEL_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no token"));
+    let t = gavel(&["token", "new", "--output", "json"]);
+    let j = json(&t);
+    let token = j["token"].as_str().unwrap();
+    assert_eq!(j["tokens_entry"], gavel::identity::token_hash(token));
 }

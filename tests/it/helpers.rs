@@ -110,7 +110,6 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     pub store: Arc<SqliteStore>,
     pub dir: tempfile::TempDir,
-    #[allow(dead_code)]
     pub db_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,

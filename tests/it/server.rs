@@ -1303,6 +1303,18 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story() {
         v.chains[0].problem
     );
 
+    // The command line says the same, straight from the database file.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["audit", "verify", "--database-url", &app.db_url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("chain main: TAMPERED at seq {bad_seq}: ")),
+        "{text}"
+    );
+
     // Export streams every entry, in order.
     let mut stream = auditor
         .audit
@@ -1499,4 +1511,40 @@ async fn the_approval_queue_lists_what_each_approver_may_act_on() {
     assert_eq!(rest.items[0].job.as_ref().unwrap().job_id, "q-3");
     assert_eq!(page.items[0].resolved_by, "alice");
     assert_eq!(page.items[0].resolution, "approved");
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(req))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "gavel.v1.DecisionService",
+        "gavel.v1.ApprovalService",
+        "gavel.v1.PolicyService",
+        "gavel.v1.AuditService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
 }

@@ -1,0 +1,386 @@
+//! `gavel serve`, `gavel migrate` and `gavel token new`.
+
+use super::{CliError, Output, print_json};
+use crate::clock::SystemClock;
+use crate::config::{Config, IdentityConfig};
+use crate::engine::{Engine, EngineSettings};
+use crate::identity::{self, AGENT, AUDITOR, BREAKGLASS, EXECUTOR, OPERATOR};
+use crate::policy;
+use crate::server::{ServeOptions, serve, shutdown_signal};
+use crate::store::sqlite::SqliteStore;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Every key can be overridden by the flags below.
+    #[arg(long, env = "GAVEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the gRPC API listens.
+    #[arg(long, env = "GAVEL_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// `sqlite://path/to/gavel.db`.
+    #[arg(long, env = "GAVEL_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Load and activate this policy at start (otherwise the configured
+    /// policy is loaded only when the database has no active snapshot).
+    #[arg(long, env = "GAVEL_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// This replica's audit chain.
+    #[arg(long, env = "GAVEL_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Seconds between sweeps for expiry and escalation.
+    #[arg(long, env = "GAVEL_SWEEP_INTERVAL_SECS")]
+    pub sweep_interval_secs: Option<u64>,
+    /// Refuse binds with SNAPSHOT_STALE once the job's snapshot is no longer active.
+    #[arg(long, env = "GAVEL_BIND_REQUIRE_ACTIVE_SNAPSHOT")]
+    pub bind_require_active_snapshot: Option<bool>,
+    /// Development mode: loopback only, SQLite under --data-dir,
+    /// policies/default.yaml, and throwaway identities whose tokens are
+    /// printed and written to DATA_DIR/dev-identities.json.
+    #[arg(long)]
+    pub dev: bool,
+    /// Data directory for --dev.
+    #[arg(long, default_value = "gavel-data")]
+    pub data_dir: PathBuf,
+    /// Log format (logs go to stderr; RUST_LOG filters them).
+    #[arg(long, env = "GAVEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Approver roles a policy's gates use.
+fn approver_roles(source: &str, file: &str) -> Result<BTreeSet<String>, CliError> {
+    let loaded = policy::load(source, file).map_err(|e| {
+        CliError(
+            e.findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let doc = loaded.snapshot.policy.doc();
+    let mut roles: BTreeSet<String> = doc.default_gate.roles.clone();
+    for r in &doc.rules {
+        if let Some(g) = &r.gate {
+            roles.extend(g.roles.iter().cloned());
+        }
+    }
+    Ok(roles)
+}
+
+/// Dev identities: tokens kept in DIR/dev-identities.json across restarts,
+/// roles refreshed from the policy.
+fn dev_identities(
+    dir: &Path,
+    approver_roles: &BTreeSet<String>,
+) -> Result<Vec<(String, String, Vec<String>)>, CliError> {
+    let path = dir.join("dev-identities.json");
+    let old: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let old_token = |name: &str| -> Option<String> {
+        old["identities"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == name)?["token"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let approvers: Vec<String> = approver_roles.iter().cloned().collect();
+    let people: Vec<(&str, Vec<String>)> = vec![
+        ("dev-agent", vec![AGENT.into()]),
+        ("dev-executor", vec![EXECUTOR.into()]),
+        ("alice", approvers.clone()),
+        ("bob", approvers.clone()),
+        ("carol", approvers),
+        ("dev-operator", vec![OPERATOR.into()]),
+        ("dev-auditor", vec![AUDITOR.into()]),
+        ("dev-breakglass", vec![BREAKGLASS.into()]),
+    ];
+    let mut out = Vec::new();
+    for (name, roles) in people {
+        let token = match old_token(name) {
+            Some(t) => t,
+            None => identity::new_token()
+                .map_err(|e| CliError(format!("no randomness for tokens: {e}")))?,
+        };
+        out.push((name.to_owned(), token, roles));
+    }
+    let file = json!({
+        "identities": out.iter().map(|(n, t, r)| json!({ "name": n, "token": t, "roles": r })).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&file).map_err(|e| CliError(e.to_string()))?;
+    write_private(&path, &text)?;
+    Ok(out)
+}
+
+/// Writes a file readable by its owner only (it holds tokens).
+fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| CliError(format!("{}: cannot write: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| CliError(format!("{}: cannot write: {e}", path.display())))
+}
+
+fn sqlite_parent(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    Path::new(path).parent().map(Path::to_path_buf)
+}
+
+pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
+    init_logs(a.log_format);
+    let mut config = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.grpc_listen {
+        config.grpc_listen = v;
+    }
+    if let Some(v) = a.database_url.clone() {
+        config.database_url = v;
+    }
+    if let Some(v) = a.replica_id.clone() {
+        config.replica_id = v;
+    }
+    if let Some(v) = a.sweep_interval_secs {
+        config.sweep_interval_secs = v;
+    }
+    if let Some(v) = a.bind_require_active_snapshot {
+        config.bind.require_active_snapshot = v;
+    }
+    let mut force_policy = false;
+    if let Some(p) = &a.policy {
+        config.policy = Some(p.display().to_string());
+        force_policy = true;
+    }
+    config.validate()?;
+
+    let mut dev_tokens = Vec::new();
+    if a.dev {
+        if !config.grpc_listen.ip().is_loopback() {
+            return Err(CliError(format!(
+                "--dev listens on loopback only, not {}; drop --dev and configure identities to listen elsewhere",
+                config.grpc_listen
+            )));
+        }
+        if !config.identities.is_empty() {
+            return Err(CliError(
+                "--dev makes its own identities; do not combine it with configured ones".into(),
+            ));
+        }
+        std::fs::create_dir_all(&a.data_dir)
+            .map_err(|e| CliError(format!("{}: cannot create: {e}", a.data_dir.display())))?;
+        if a.database_url.is_none() {
+            config.database_url = format!("sqlite://{}", a.data_dir.join("gavel.db").display());
+        }
+        let policy_path = config
+            .policy
+            .clone()
+            .unwrap_or_else(|| "policies/default.yaml".into());
+        let source = super::read_text(Path::new(&policy_path), super::MAX_POLICY_BYTES)?;
+        let roles = approver_roles(&source, &policy_path)?;
+        dev_tokens = dev_identities(&a.data_dir, &roles)?;
+        config.identities = dev_tokens
+            .iter()
+            .map(|(name, token, roles)| IdentityConfig {
+                name: name.clone(),
+                roles: roles.clone(),
+                tokens: vec![identity::token_hash(token)],
+                acts_for: vec![],
+            })
+            .collect();
+    } else if config.identities.is_empty() {
+        return Err(CliError(
+            "no identities are configured, so nobody could call the server: add [[identities]] to the config (gavel token new makes tokens), or use --dev".into(),
+        ));
+    }
+    let directory = config.directory()?;
+
+    if let Some(parent) = sqlite_parent(&config.database_url)
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| CliError(format!("{}: cannot create: {e}", parent.display())))?;
+    }
+    let store = Arc::new(
+        SqliteStore::open(&config.database_url, &config.replica_id)
+            .await
+            .map_err(|e| CliError(e.to_string()))?,
+    );
+    let initial = match &config.policy {
+        Some(p) => Some((
+            super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
+            p.clone(),
+        )),
+        None => None,
+    };
+    let engine = Engine::start(
+        store,
+        Arc::new(SystemClock),
+        directory,
+        EngineSettings {
+            limits: config.limits.clone(),
+            require_active_snapshot: config.bind.require_active_snapshot,
+            ..EngineSettings::default()
+        },
+        initial,
+        force_policy,
+    )
+    .await
+    .map_err(|e| CliError(e.to_string()))?;
+
+    let listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.grpc_listen)))?;
+    let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    let snapshot = engine
+        .active()
+        .map(|s| s.id.to_string())
+        .unwrap_or_default();
+    if a.dev {
+        eprintln!();
+        eprintln!(
+            "  gavel is running in DEV MODE: loopback only, throwaway identities. Never use this in production."
+        );
+        eprintln!("  data:      {}", a.data_dir.display());
+        eprintln!(
+            "  tokens:    {}",
+            a.data_dir.join("dev-identities.json").display()
+        );
+        for (name, token, roles) in &dev_tokens {
+            eprintln!("    {name:<15} {token}  ({})", roles.join(", "));
+        }
+        eprintln!();
+    }
+    say!("gavel listening on {addr} (gRPC), policy {snapshot}");
+    tracing::info!(%addr, %snapshot, replica = %config.replica_id, "serving");
+    serve(
+        engine,
+        listener,
+        ServeOptions {
+            sweep_interval: Duration::from_secs(config.sweep_interval_secs),
+            max_message_bytes: config.limits.max_request_bytes + 64 * 1024,
+        },
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| CliError(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[arg(
+        long,
+        env = "GAVEL_DATABASE_URL",
+        default_value = "sqlite://gavel-data/gavel.db"
+    )]
+    pub database_url: String,
+}
+
+pub async fn run_migrate(a: MigrateArgs, output: Output) -> Result<ExitCode, CliError> {
+    if let Some(parent) = sqlite_parent(&a.database_url)
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| CliError(format!("{}: cannot create: {e}", parent.display())))?;
+    }
+    SqliteStore::open(&a.database_url, "main")
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
+    match output {
+        Output::Json => print_json(&json!({ "migrated": a.database_url })),
+        Output::Text => say!("{}: migrations applied", a.database_url),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print a fresh random bearer token and the `sha256:` line to configure.
+    New,
+    /// Print the token of a `gavel serve --dev` identity.
+    Dev {
+        /// dev-agent, dev-executor, alice, bob, carol, dev-operator, dev-auditor or dev-breakglass.
+        name: String,
+        #[arg(long, default_value = "gavel-data")]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run_token(cmd: TokenCommand, output: Output) -> Result<ExitCode, CliError> {
+    match cmd {
+        TokenCommand::New => {
+            let token =
+                identity::new_token().map_err(|e| CliError(format!("no randomness: {e}")))?;
+            let hash = identity::token_hash(&token);
+            match output {
+                Output::Json => print_json(&json!({ "token": token, "tokens_entry": hash })),
+                Output::Text => {
+                    say!("token:  {token}");
+                    say!("config: tokens = [\"{hash}\"]");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Dev { name, data_dir } => {
+            let path = data_dir.join("dev-identities.json");
+            let bytes = std::fs::read(&path).map_err(|e| {
+                CliError(format!(
+                    "{}: cannot read ({e}); start `gavel serve --dev` first",
+                    path.display()
+                ))
+            })?;
+            let file: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            let token = file["identities"]
+                .as_array()
+                .and_then(|ids| ids.iter().find(|i| i["name"] == name.as_str()))
+                .and_then(|i| i["token"].as_str())
+                .ok_or_else(|| CliError(format!("{}: no dev identity `{name}`", path.display())))?;
+            match output {
+                Output::Json => print_json(&json!({ "name": name, "token": token })),
+                Output::Text => say!("{token}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
