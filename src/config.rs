@@ -23,6 +23,9 @@ pub struct Config {
     pub replica_id: String,
     /// How often the sweeper expires and escalates jobs.
     pub sweep_interval_secs: u64,
+    /// The Ed25519 key bind receipts are signed with (created if missing).
+    /// Replicas share one file.
+    pub receipt_key: String,
     pub bind: BindConfig,
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
@@ -58,6 +61,7 @@ impl Default for Config {
             policy: Some("policies/default.yaml".into()),
             replica_id: "main".into(),
             sweep_interval_secs: 1,
+            receipt_key: "gavel-data/receipt.key".into(),
             bind: BindConfig::default(),
             limits: Limits::default(),
             identities: Vec::new(),

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::identity::{AGENT, AUDITOR, BREAKGLASS, Directory, EXECUTOR, Identity, OPERATOR};
 use crate::job::{Job, JobHash, JobId, JobInput, Limits};
 use crate::policy::{self, Channel, Finding, Severity, Snapshot, SnapshotId};
+use crate::receipt::ReceiptSigner;
 use crate::refusal::{Reason, Refusal};
 use crate::store::{
     JobFilter, Recorded, SnapshotRow, Store, StoreError, TransitionError, TransitionFn,
@@ -59,6 +60,8 @@ pub struct Decided {
 pub struct Bound {
     pub record: JobRecord,
     pub bind_id: String,
+    /// Compact JWS signed by the server's receipt key.
+    pub receipt: String,
 }
 
 /// What an executor presents to Bind: the job (preferred) or its hash.
@@ -132,6 +135,7 @@ pub struct Engine {
     compiled: Mutex<HashMap<String, Arc<Snapshot>>>,
     decisions: mpsc::Sender<PendingDecision>,
     changes: broadcast::Sender<JobChange>,
+    signer: ReceiptSigner,
 }
 
 fn unavailable(e: StoreError) -> Refusal {
@@ -186,6 +190,7 @@ impl Engine {
         settings: EngineSettings,
         initial_policy: Option<(String, String)>,
         force_policy: bool,
+        signer: ReceiptSigner,
     ) -> Result<Arc<Engine>, Refusal> {
         let (tx, rx) = mpsc::channel::<PendingDecision>(4096);
         let (changes, _) = broadcast::channel(1024);
@@ -198,6 +203,7 @@ impl Engine {
             compiled: Mutex::new(HashMap::new()),
             decisions: tx,
             changes,
+            signer,
         });
         tokio::spawn(decision_writer(store, rx, engine.settings.max_batch));
 
@@ -641,7 +647,32 @@ impl Engine {
                 }),
             )
             .await?;
-        Ok(Bound { record, bind_id })
+        let approvers: Vec<&str> = record
+            .approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect();
+        let constraints = serde_json::to_value(&record.evaluation.constraints).unwrap_or_default();
+        let receipt = self.signer.sign(&crate::receipt::payload(
+            &record.job_id,
+            &record.job_hash,
+            &record.snapshot_id,
+            record.evaluation.decision.as_str(),
+            &bind_id,
+            &approvers,
+            &constraints,
+            now.div_euclid(1000),
+        ));
+        Ok(Bound {
+            record,
+            bind_id,
+            receipt,
+        })
+    }
+
+    /// The public key receipts are signed with, as JWKS.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.signer.jwks()
     }
 
     pub async fn report_outcome(

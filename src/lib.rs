@@ -13,6 +13,7 @@ pub mod engine;
 pub mod identity;
 pub mod job;
 pub mod policy;
+pub mod receipt;
 pub mod refusal;
 pub mod server;
 pub mod service;

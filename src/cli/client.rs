@@ -458,6 +458,7 @@ pub async fn bind(conn: &Conn, a: BindArgs, output: Output) -> Result<ExitCode, 
             "canonical_job": b.canonical_job,
             "overridden": b.overridden,
             "bound_at": ts(&b.bound_at),
+            "receipt": b.receipt,
         })),
         Output::Text => {
             say!("bound:       {} (bind id {})", b.job_id, b.bind_id);
@@ -466,6 +467,7 @@ pub async fn bind(conn: &Conn, a: BindArgs, output: Output) -> Result<ExitCode, 
             }
             say!("constraints: {}", struct_json(&b.constraints));
             say!("run exactly: {}", b.canonical_job);
+            say!("receipt:     {}", b.receipt);
         }
     }
     Ok(ExitCode::SUCCESS)

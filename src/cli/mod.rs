@@ -101,6 +101,32 @@ enum Command {
     /// Verify, read and export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the public key bind receipts are signed with, as JWKS.
+    Keys {
+        /// The server's receipt key file.
+        #[arg(
+            long,
+            env = "GAVEL_RECEIPT_KEY",
+            default_value = "gavel-data/receipt.key"
+        )]
+        key_file: std::path::PathBuf,
+    },
+    /// Check bind receipts offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt's signature against a JWKS file and print its payload;
+    /// exit 1 when it does not verify or has expired.
+    Verify {
+        /// The compact JWS, or `-` to read it from stdin.
+        receipt: String,
+        /// The JWKS (from `gavel keys`).
+        #[arg(long)]
+        jwks: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +202,58 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             client::audit_verify(conn, o).await
         }
         Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
+        Command::Keys { key_file } => {
+            if !key_file.exists() {
+                return Err(CliError(format!(
+                    "{}: no receipt key (the server creates it at first start)",
+                    key_file.display()
+                )));
+            }
+            let signer = crate::receipt::ReceiptSigner::load_or_create(&key_file)?;
+            print_json(&signer.jwks());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receipt(ReceiptCommand::Verify { receipt, jwks }) => {
+            let receipt = if receipt == "-" {
+                String::from_utf8(read_input(Path::new("-"), 64 * 1024)?)
+                    .map_err(|_| CliError("the receipt is not text".into()))?
+            } else {
+                receipt
+            };
+            let keys: serde_json::Value = serde_json::from_str(&read_text(&jwks, 1024 * 1024)?)
+                .map_err(|e| CliError(format!("{}: not JSON: {e}", jwks.display())))?;
+            let payload = crate::receipt::verify(&receipt, &keys)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            if payload["exp"].as_i64().is_none_or(|exp| exp < now) {
+                return Err(CliError(format!(
+                    "receipt: expired (exp {})",
+                    payload["exp"]
+                )));
+            }
+            match o {
+                Output::Json => print_json(&payload),
+                Output::Text => {
+                    say!(
+                        "valid receipt: job {} bound as {}",
+                        payload["job_id"].as_str().unwrap_or(""),
+                        payload["bind_id"].as_str().unwrap_or("")
+                    );
+                    say!(
+                        "job hash:      {}",
+                        payload["job_hash"].as_str().unwrap_or("")
+                    );
+                    say!(
+                        "snapshot:      {}",
+                        payload["policy_snapshot"].as_str().unwrap_or("")
+                    );
+                    say!("approvers:     {}", payload["approvers"]);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Export {
             chain,
             after_seq,

@@ -211,6 +211,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         if a.database_url.is_none() {
             config.database_url = format!("sqlite://{}", a.data_dir.join("gavel.db").display());
         }
+        config.receipt_key = a.data_dir.join("receipt.key").display().to_string();
         let policy_path = config
             .policy
             .clone()
@@ -263,6 +264,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         },
         initial,
         force_policy,
+        crate::receipt::ReceiptSigner::load_or_create(Path::new(&config.receipt_key))?,
     )
     .await
     .map_err(|e| CliError(e.to_string()))?;

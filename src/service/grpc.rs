@@ -125,7 +125,7 @@ impl DecisionService for Grpc {
             constraints: Some(convert::constraints(&rec.evaluation.constraints)),
             approvals: convert::approvals(rec),
             canonical_job: rec.canonical_job.clone(),
-            receipt: String::new(),
+            receipt: b.receipt.clone(),
             bound_at: rec.bound_at.map(convert::timestamp),
             overridden: rec.overridden,
         })

@@ -436,6 +436,55 @@ fn the_readme_quickstart_runs_against_a_real_server() {
         assert!(e.contains(&format!("error: {want}: ")), "{cmd}: {e}");
     }
 
+    // The bind's receipt verifies offline against `gavel keys`.
+    let keys = Command::new(&bin)
+        .args(["keys"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        keys.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
+    std::fs::write(dir.path().join("jwks.json"), &keys.stdout).unwrap();
+    let receipt = out
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt:     "))
+        .expect("bind prints its receipt")
+        .to_owned();
+    let v = Command::new(&bin)
+        .args([
+            "receipt",
+            "verify",
+            &receipt,
+            "--jwks",
+            "jwks.json",
+            "--output",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let payload: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(payload["job_id"], "job-pay-7");
+    assert_eq!(payload["approvers"], serde_json::json!(["alice", "bob"]));
+    // Alter one character of the payload.
+    let dot = receipt.find('.').unwrap() + 5;
+    let swapped = if &receipt[dot..dot + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!("{}{swapped}{}", &receipt[..dot], &receipt[dot + 1..]);
+    let v = Command::new(&bin)
+        .args(["receipt", "verify", &forged, "--jwks", "jwks.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(1));
+
     // Stop the server we started, by its pid, and let it drain.
     let pid = server.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -151,6 +151,7 @@ pub async fn spawn_with(opts: Spawn) -> TestApp {
         opts.settings,
         Some((opts.policy, "test.yaml".into())),
         false,
+        gavel::receipt::ReceiptSigner::from_seed([42; 32]),
     )
     .await
     .unwrap_or_else(|e| panic!("engine: {e}"));

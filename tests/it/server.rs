@@ -37,6 +37,16 @@ async fn allowed_job_binds_once_and_reports_its_outcome() {
     );
     let c = b.constraints.unwrap();
     assert!(c.fields.contains_key("max_runtime_sec"));
+    // The signed receipt verifies offline with the server's public key.
+    let payload = gavel::receipt::verify(&b.receipt, &app.engine.jwks()).unwrap();
+    assert_eq!(payload["job_id"], "read-1");
+    assert_eq!(payload["job_hash"], d.job_hash.as_str());
+    assert_eq!(payload["policy_snapshot"], d.policy_snapshot.as_str());
+    assert_eq!(payload["bind_id"], b.bind_id.as_str());
+    assert_eq!(payload["decision"], "allow_with_constraints");
+    assert_eq!(payload["constraints"]["max_runtime_sec"], 60);
+    let stranger = gavel::receipt::ReceiptSigner::from_seed([1; 32]);
+    assert!(gavel::receipt::verify(&b.receipt, &stranger.jwks()).is_err());
 
     let again = bind_hash(&mut exec, "read-1", &d.job_hash, &d.policy_snapshot)
         .await
