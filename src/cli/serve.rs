@@ -47,6 +47,24 @@ pub struct ServeArgs {
     /// Refuse binds with SNAPSHOT_STALE once the job's snapshot is no longer active.
     #[arg(long, env = "GAVEL_BIND_REQUIRE_ACTIVE_SNAPSHOT")]
     pub bind_require_active_snapshot: Option<bool>,
+    /// The Ed25519 key file bind receipts are signed with (created if missing).
+    #[arg(long, env = "GAVEL_RECEIPT_KEY")]
+    pub receipt_key: Option<String>,
+    /// Largest accepted job, in bytes.
+    #[arg(long, env = "GAVEL_LIMITS_MAX_REQUEST_BYTES")]
+    pub limits_max_request_bytes: Option<usize>,
+    /// Deepest nesting inside a job's params.
+    #[arg(long, env = "GAVEL_LIMITS_MAX_PARAMS_DEPTH")]
+    pub limits_max_params_depth: Option<usize>,
+    /// Most attributes per job.
+    #[arg(long, env = "GAVEL_LIMITS_MAX_ATTRIBUTES")]
+    pub limits_max_attributes: Option<usize>,
+    /// Most risk tags per job.
+    #[arg(long, env = "GAVEL_LIMITS_MAX_RISK_TAGS")]
+    pub limits_max_risk_tags: Option<usize>,
+    /// Longest string outside params, in bytes.
+    #[arg(long, env = "GAVEL_LIMITS_MAX_STRING_BYTES")]
+    pub limits_max_string_bytes: Option<usize>,
     /// Development mode: loopback only, SQLite under --data-dir,
     /// policies/default.yaml, and throwaway identities whose tokens are
     /// printed and written to DATA_DIR/dev-identities.json.
@@ -186,6 +204,21 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(v) = a.bind_require_active_snapshot {
         config.bind.require_active_snapshot = v;
     }
+    if let Some(v) = a.receipt_key.clone() {
+        config.receipt_key = v;
+    }
+    let l = &mut config.limits;
+    for (flag, slot) in [
+        (a.limits_max_request_bytes, &mut l.max_request_bytes),
+        (a.limits_max_params_depth, &mut l.max_params_depth),
+        (a.limits_max_attributes, &mut l.max_attributes),
+        (a.limits_max_risk_tags, &mut l.max_risk_tags),
+        (a.limits_max_string_bytes, &mut l.max_string_bytes),
+    ] {
+        if let Some(v) = flag {
+            *slot = v;
+        }
+    }
     let mut force_policy = false;
     if let Some(p) = &a.policy {
         config.policy = Some(p.display().to_string());
@@ -211,7 +244,9 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         if a.database_url.is_none() {
             config.database_url = format!("sqlite://{}", a.data_dir.join("gavel.db").display());
         }
-        config.receipt_key = a.data_dir.join("receipt.key").display().to_string();
+        if a.receipt_key.is_none() {
+            config.receipt_key = a.data_dir.join("receipt.key").display().to_string();
+        }
         let policy_path = config
             .policy
             .clone()

@@ -526,3 +526,119 @@ fn client_refusals_exit_1_with_their_reason() {
     let token = j["token"].as_str().unwrap();
     assert_eq!(j["tokens_entry"], gavel::identity::token_hash(token));
 }
+
+/// `gavel serve` reads its TOML config, lets flags and GAVEL_* variables
+/// override it, and refuses unsafe or unusable setups with a clear message.
+#[test]
+fn serve_configuration_and_refusals() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_gavel");
+    let token = "cfg-test-token";
+    let config = format!(
+        "grpc_listen = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://{db}\"\npolicy = \"{policy}\"\nreceipt_key = \"{key}\"\n[[identities]]\nname = \"ops\"\nroles = [\"operator\"]\ntokens = [\"{hash}\"]\n[[identities]]\nname = \"r1\"\nroles = [\"reviewer\", \"finance-approver\", \"security-approver\", \"oncall\", \"service-owner\"]\n[[identities]]\nname = \"r2\"\nroles = [\"reviewer\", \"finance-approver\", \"security-approver\"]\n",
+        db = dir.path().join("g.db").display(),
+        policy = root().join("policies/default.yaml").display(),
+        key = dir.path().join("receipt.key").display(),
+        hash = gavel::identity::token_hash(token),
+    );
+    let cfg = write_temp(&dir, "gavel.toml", &config);
+
+    // The environment overrides the file's (unusable) port.
+    let mut server = Command::new(bin)
+        .args(["serve", "--config", &cfg])
+        .env("GAVEL_GRPC_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = std::io::BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let addr = first
+        .strip_prefix("gavel listening on ")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let show = gavel(&[
+        "policy",
+        "list",
+        "--server",
+        &format!("http://{addr}"),
+        "--token",
+        token,
+    ]);
+    assert!(
+        stdout(&show).contains("active  cfg:default:policy#sha256:"),
+        "{}",
+        stdout(&show)
+    );
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+
+    let refusals: &[(&[&str], &str, &str)] = &[
+        (
+            &["serve", "--dev", "--grpc-listen", "0.0.0.0:0"],
+            "",
+            "--dev listens on loopback only",
+        ),
+        (
+            &["serve", "--grpc-listen", "127.0.0.1:0"],
+            "",
+            "no identities are configured",
+        ),
+        (
+            &["serve", "--config", "no-such.toml"],
+            "",
+            "no-such.toml: cannot read",
+        ),
+    ];
+    for (args, _, want) in refusals {
+        let o = Command::new(bin)
+            .args(*args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    let bad = write_temp(&dir, "bad.toml", "grpc_lisen = \"127.0.0.1:0\"\n");
+    let o = Command::new(bin)
+        .args(["serve", "--config", &bad])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `grpc_lisen`"));
+    // A policy whose gate nobody configured can fill is refused at start.
+    let few = write_temp(
+        &dir,
+        "few.toml",
+        &config
+            .replace(
+                "[[identities]]\nname = \"r2\"",
+                "[[identities]]\nname = \"r2x\"\n[[identities]]\nname = \"unused\"",
+            )
+            .replace(
+                "roles = [\"reviewer\", \"finance-approver\", \"security-approver\"]\n",
+                "roles = []\n",
+            ),
+    );
+    let o = Command::new(bin)
+        .args(["serve", "--config", &few, "--grpc-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("GATE_UNSATISFIABLE"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
