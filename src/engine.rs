@@ -228,7 +228,43 @@ impl Engine {
                 ));
             }
         }
+        tokio::spawn(follow_changes(Arc::downgrade(&engine)));
         Ok(engine)
+    }
+
+    /// Re-reads the active snapshot and switches to it if another replica
+    /// activated a different one.
+    async fn refresh_active(&self) {
+        let row = match self.store.active_snapshot().await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the active snapshot");
+                return;
+            }
+        };
+        if self.active().is_some_and(|a| a.id.as_str() == row.id) {
+            return;
+        }
+        match self.compiled_snapshot(&row) {
+            Ok(snap) => {
+                tracing::info!(snapshot = %row.id, "switched to the snapshot another replica activated");
+                self.active.store(Some(snap));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, snapshot = %row.id, "cannot load the active snapshot")
+            }
+        }
+    }
+
+    /// Publishes a job another replica changed, for local watchers.
+    async fn republish(&self, job_id: &str) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(Some(r)) = self.store.job(job_id).await {
+            self.publish("update", &r);
+        }
     }
 
     pub fn directory(&self) -> &Directory {
@@ -1019,6 +1055,47 @@ impl Engine {
             }
         }
         Ok((expired, escalated))
+    }
+}
+
+/// How often replicas re-check the active snapshot when no notification
+/// arrives (the backstop for LISTEN/NOTIFY).
+const SNAPSHOT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follows other replicas: snapshot activations and job changes from the
+/// store's notifications, plus polling. Ends when the engine is dropped.
+async fn follow_changes(engine: std::sync::Weak<Engine>) {
+    let mut events = match engine.upgrade() {
+        Some(e) => e.store.listen().await,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(SNAPSHOT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = match &mut events {
+            Some(rx) => tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => Some(ev),
+                    None => {
+                        // The listener is gone: polling alone from now on.
+                        events = None;
+                        None
+                    }
+                },
+                _ = tick.tick() => None,
+            },
+            None => {
+                tick.tick().await;
+                None
+            }
+        };
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        match event {
+            Some(crate::store::StoreEvent::Job(id)) => engine.republish(&id).await,
+            Some(crate::store::StoreEvent::Snapshot(_)) | None => engine.refresh_active().await,
+        }
     }
 }
 

@@ -264,12 +264,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Verifies the audit chains of a database file without a server.
 async fn verify_offline(url: &str, output: Output) -> Result<ExitCode, CliError> {
-    use crate::store::Store;
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    if !Path::new(path.split('?').next().unwrap_or(path)).exists() {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !Path::new(path.split('?').next().unwrap_or(path)).exists()
+    {
         return Err(CliError(format!("{url}: no such database")));
     }
-    let store = crate::store::sqlite::SqliteStore::open(url, "main")
+    let store = crate::store::open(url, "main")
         .await
         .map_err(|e| CliError(e.to_string()))?;
     let mut reports = Vec::new();

@@ -7,7 +7,6 @@ use crate::engine::{Engine, EngineSettings};
 use crate::identity::{self, AGENT, AUDITOR, BREAKGLASS, EXECUTOR, OPERATOR};
 use crate::policy;
 use crate::server::{ServeOptions, serve, shutdown_signal};
-use crate::store::sqlite::SqliteStore;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -276,11 +275,9 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         std::fs::create_dir_all(&parent)
             .map_err(|e| CliError(format!("{}: cannot create: {e}", parent.display())))?;
     }
-    let store = Arc::new(
-        SqliteStore::open(&config.database_url, &config.replica_id)
-            .await
-            .map_err(|e| CliError(e.to_string()))?,
-    );
+    let store = crate::store::open(&config.database_url, &config.replica_id)
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
     let initial = match &config.policy {
         Some(p) => Some((
             super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
@@ -360,7 +357,7 @@ pub async fn run_migrate(a: MigrateArgs, output: Output) -> Result<ExitCode, Cli
         std::fs::create_dir_all(&parent)
             .map_err(|e| CliError(format!("{}: cannot create: {e}", parent.display())))?;
     }
-    SqliteStore::open(&a.database_url, "main")
+    crate::store::open(&a.database_url, "main")
         .await
         .map_err(|e| CliError(e.to_string()))?;
     match output {

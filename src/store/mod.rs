@@ -4,6 +4,7 @@
 //! `approval`, writes the result guarded by the version it read, and appends
 //! the audit entry in the same transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::approval::{AuditEvent, JobRecord, JobState, Refused, Transition};
@@ -65,6 +66,15 @@ pub enum Recorded {
     Inserted(JobRecord),
     /// A job with this id was already stored (maybe with another hash).
     Existing(JobRecord),
+}
+
+/// A change another replica made, announced by the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// This snapshot was activated.
+    Snapshot(String),
+    /// This job changed.
+    Job(String),
 }
 
 /// A pure transition run inside the store's transaction.
@@ -135,4 +145,29 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError>;
     async fn chains(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Changes made by other processes, when the backend announces them
+    /// (PostgreSQL LISTEN/NOTIFY). The engine polls as a backstop either way.
+    async fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
+}
+
+/// Opens the store a database URL names: `sqlite://…` or `postgres://…`.
+pub async fn open(url: &str, chain: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url, chain).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open(url, chain).await?,
+        ))
+    } else {
+        // Only the scheme: a URL may hold a password.
+        let scheme = url.split("://").next().unwrap_or("");
+        Err(StoreError::Unavailable(format!(
+            "unsupported database url scheme `{scheme}`: use sqlite://PATH or postgres://…"
+        )))
+    }
 }

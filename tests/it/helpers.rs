@@ -1,6 +1,7 @@
 //! `spawn_app()`: a real gavel server on 127.0.0.1:0 with a fresh SQLite
 //! file, known identities and an injected clock, plus typed gRPC clients.
 
+use crate::store::Backend;
 use gavel::clock::ManualClock;
 use gavel::engine::{Engine, EngineSettings};
 use gavel::identity::{Directory, Identity, token_hash};
@@ -10,7 +11,6 @@ use gavel::proto::v1::audit_service_client::AuditServiceClient;
 use gavel::proto::v1::decision_service_client::DecisionServiceClient;
 use gavel::proto::v1::policy_service_client::PolicyServiceClient;
 use gavel::server::{ServeOptions, serve};
-use gavel::store::sqlite::SqliteStore;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,41 +108,53 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub engine: Arc<Engine>,
-    pub store: Arc<SqliteStore>,
-    pub dir: tempfile::TempDir,
+    pub backend: Backend,
     pub db_url: String,
+    /// Keeps a SQLite file alive.
+    dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What a stopped server leaves for a restart.
+pub struct Restart {
+    pub db_url: String,
+    dir: Option<tempfile::TempDir>,
+}
+
 /// Options for [`spawn_with`].
 pub struct Spawn {
+    pub backend: Backend,
     pub policy: String,
     pub settings: EngineSettings,
-    /// Reuse this data directory (restart tests).
-    pub dir: Option<tempfile::TempDir>,
+    /// Reuse this database (restart tests).
+    pub restart: Option<Restart>,
     pub clock_ms: i64,
 }
 
-impl Default for Spawn {
-    fn default() -> Self {
+impl Spawn {
+    pub fn on(backend: Backend) -> Spawn {
         Spawn {
+            backend,
             policy: POLICY.to_owned(),
             settings: EngineSettings::default(),
-            dir: None,
+            restart: None,
             clock_ms: 1_800_000_000_000,
         }
     }
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_with(Spawn::default()).await
+/// A server on the backend, or `None` when PostgreSQL is unavailable.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_with(Spawn::on(backend)).await
 }
 
-pub async fn spawn_with(opts: Spawn) -> TestApp {
-    let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-    let db_url = format!("sqlite://{}", dir.path().join("gavel.db").display());
-    let store = Arc::new(SqliteStore::open(&db_url, "main").await.unwrap());
+pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
+    let (db_url, dir) = match opts.restart {
+        Some(r) => (r.db_url, r.dir),
+        None => crate::store::fresh_url(opts.backend, "server").await?,
+    };
+    let store = gavel::store::open(&db_url, "main").await.unwrap();
     let clock = ManualClock::new(opts.clock_ms);
     let engine = Engine::start(
         store.clone(),
@@ -171,15 +183,40 @@ pub async fn spawn_with(opts: Spawn) -> TestApp {
         .await
         .unwrap();
     });
-    TestApp {
+    Some(TestApp {
         addr,
         clock,
         engine,
-        store,
-        dir,
+        backend: opts.backend,
         db_url,
+        dir,
         shutdown: Some(tx),
         handle: Some(handle),
+    })
+}
+
+/// SQL straight to the test database, under the store (for tampering).
+pub async fn raw_sql(db_url: &str, sql: &str) -> Result<u64, String> {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if db_url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(db_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query(sql)
+            .execute(&mut c)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| e.to_string())
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(db_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query(sql)
+            .execute(&mut c)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -234,17 +271,18 @@ impl TestApp {
         self.as_raw(Some(token(who))).await
     }
 
-    /// Stops the server and waits for it; the data directory is returned
-    /// for a restart.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the server and waits for it; the database is kept for a restart.
+    pub async fn stop(mut self) -> Restart {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
             h.await.unwrap();
         }
-        self.store.pool().close().await;
-        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+        Restart {
+            db_url: self.db_url.clone(),
+            dir: self.dir.take(),
+        }
     }
 }
 

@@ -5,9 +5,11 @@ mod fnmatch;
 mod helpers;
 mod jcs;
 mod matchers;
+mod pg;
 mod policy_load;
 mod properties;
 mod server;
+mod store;
 mod suites;
 
 use gavel::job::{Job, Limits};

@@ -2,14 +2,16 @@
 //! idempotency, authorization, reload, audit and restart.
 
 use super::helpers::*;
+use crate::store::Backend;
 use gavel::engine::EngineSettings;
 use gavel::proto::v1 as pb;
 use pb::JobState as S;
 use tokio_stream::StreamExt;
 
-#[tokio::test]
-async fn allowed_job_binds_once_and_reports_its_outcome() {
-    let app = spawn_app().await;
+async fn allowed_job_binds_once_and_reports_its_outcome(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let mut exec = app.as_("executor").await;
     let d = decide(&mut agent, job("read-1", "read", &["egress"]))
@@ -81,9 +83,10 @@ async fn allowed_job_binds_once_and_reports_its_outcome() {
     assert_eq!(reason(&wrong), "NOT_BOUND");
 }
 
-#[tokio::test]
-async fn two_distinct_reviewers_approve_then_the_executor_binds() {
-    let app = spawn_app().await;
+async fn two_distinct_reviewers_approve_then_the_executor_binds(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let d = decide(&mut agent, job("dep-1", "deploy", &[]))
         .await
@@ -122,9 +125,10 @@ async fn two_distinct_reviewers_approve_then_the_executor_binds() {
     assert_eq!(b.approvals[0].role, "reviewer");
 }
 
-#[tokio::test]
-async fn approval_refusals_each_have_their_reason() {
-    let app = spawn_app().await;
+async fn approval_refusals_each_have_their_reason(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent1 = app.as_("agent-1").await;
     let d = decide(&mut agent1, job("dep-2", "deploy", &[]))
         .await
@@ -196,9 +200,10 @@ async fn approval_refusals_each_have_their_reason() {
     assert_eq!(reason(&door), "CHANNEL_NOT_ALLOWED");
 }
 
-#[tokio::test]
-async fn one_person_never_fills_two_slots_and_earlier_approvals_move() {
-    let app = spawn_app().await;
+async fn one_person_never_fills_two_slots_and_earlier_approvals_move(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     // Two gates: one reviewer (prod) and one finance approver (payment).
     let d = decide(&mut agent, job("pay-1", "update", &["prod", "payment"]))
@@ -226,9 +231,10 @@ async fn one_person_never_fills_two_slots_and_earlier_approvals_move() {
     assert_eq!(roles, [("alice", "finance"), ("bob", "reviewer")]);
 }
 
-#[tokio::test]
-async fn reject_and_cancel_are_final() {
-    let app = spawn_app().await;
+async fn reject_and_cancel_are_final(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     decide(&mut agent, job("rej-1", "deploy", &[]))
         .await
@@ -325,9 +331,10 @@ async fn reject_and_cancel_are_final() {
     assert_eq!(reason(&b), "CANCELLED");
 }
 
-#[tokio::test]
-async fn denies_and_break_glass() {
-    let app = spawn_app().await;
+async fn denies_and_break_glass(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let mut exec = app.as_("executor").await;
     let d = decide(&mut agent, job("mig-1", "migrate", &[]))
@@ -425,9 +432,10 @@ async fn denies_and_break_glass() {
     assert_eq!(reason(&hard), "NOT_OVERRIDABLE");
 }
 
-#[tokio::test]
-async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once() {
-    let app = spawn_app().await;
+async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let d = decide(&mut agent, job("exp-1", "deploy", &[]))
         .await
@@ -516,16 +524,18 @@ async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once() {
     assert_eq!(kinds, ["decision", "escalation", "bind_refused", "expiry"]);
 }
 
-#[tokio::test]
-async fn every_bind_refusal_reason() {
-    let app = spawn_with(Spawn {
+async fn every_bind_refusal_reason(b: Backend) {
+    let Some(app) = spawn_with(Spawn {
         settings: EngineSettings {
             require_active_snapshot: true,
             ..EngineSettings::default()
         },
-        ..Spawn::default()
+        ..Spawn::on(b)
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let mut exec = app.as_("executor").await;
     let d = decide(&mut agent, job("b-1", "read", &[])).await.unwrap();
@@ -613,9 +623,10 @@ async fn every_bind_refusal_reason() {
     assert!(history[0].body.contains("NOT_FOUND"));
 }
 
-#[tokio::test]
-async fn decide_is_idempotent_per_job_id_and_hash() {
-    let app = spawn_app().await;
+async fn decide_is_idempotent_per_job_id_and_hash(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let first = decide(&mut agent, job("idem-1", "deploy", &[]))
         .await
@@ -666,9 +677,10 @@ async fn decide_is_idempotent_per_job_id_and_hash() {
     assert_eq!(anon.job_id.len(), 36);
 }
 
-#[tokio::test]
-async fn fifty_concurrent_binds_give_exactly_one_success() {
-    let app = spawn_app().await;
+async fn fifty_concurrent_binds_give_exactly_one_success(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let d = decide(&mut agent, job("race-1", "deploy", &[]))
         .await
@@ -697,9 +709,10 @@ async fn fifty_concurrent_binds_give_exactly_one_success() {
     assert_eq!(wins, 1);
 }
 
-#[tokio::test]
-async fn approvers_racing_for_the_last_slot_end_consistently() {
-    let app = spawn_app().await;
+async fn approvers_racing_for_the_last_slot_end_consistently(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     decide(&mut agent, job("slot-1", "deploy", &[]))
         .await
@@ -735,9 +748,10 @@ async fn approvers_racing_for_the_last_slot_end_consistently() {
     assert_eq!(r.approvals.len(), 2);
 }
 
-#[tokio::test]
-async fn an_approval_racing_the_expiry_sweeper_ends_consistently() {
-    let app = spawn_app().await;
+async fn an_approval_racing_the_expiry_sweeper_ends_consistently(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     decide(&mut agent, job("exp-race", "update", &["prod"]))
         .await
@@ -761,9 +775,10 @@ async fn an_approval_racing_the_expiry_sweeper_ends_consistently() {
     assert!(r.approvals.is_empty());
 }
 
-#[tokio::test]
-async fn watch_streams_every_change_until_the_job_is_final() {
-    let app = spawn_app().await;
+async fn watch_streams_every_change_until_the_job_is_final(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let d = decide(&mut agent, job("w-1", "deploy", &[])).await.unwrap();
     let mut stream = agent
@@ -819,9 +834,10 @@ async fn watch_streams_every_change_until_the_job_is_final() {
 
 /// Every RPC: refused without a token, with an unknown token, and with a
 /// token lacking its role.
-#[tokio::test]
-async fn every_rpc_checks_the_token_and_the_role() {
-    let app = spawn_app().await;
+async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     // A job to talk about.
     decide(&mut app.as_("agent-1").await, job("auth-1", "deploy", &[]))
         .await
@@ -1038,9 +1054,10 @@ async fn every_rpc_checks_the_token_and_the_role() {
     assert_eq!(reason(&s), "PERMISSION_DENIED");
 }
 
-#[tokio::test]
-async fn a_failed_reload_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_failed_reload_changes_nothing(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut op = app.as_("operator").await;
     let mut agent = app.as_("agent-1").await;
     let before = op
@@ -1212,9 +1229,10 @@ async fn a_failed_reload_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story() {
-    let app = spawn_app().await;
+async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let d = decide(&mut agent, job("aud-1", "deploy", &[]))
         .await
@@ -1282,22 +1300,28 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story() {
     );
 
     // The database refuses edits to the log...
-    let err = sqlx::query("UPDATE audit SET actor = 'mallory' WHERE kind = 'approval'")
-        .execute(app.store.pool())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
-    let err = sqlx::query("DELETE FROM audit")
-        .execute(app.store.pool())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
-    // ...and when someone with file access drops the trigger, verify names the entry.
-    sqlx::query("DROP TRIGGER audit_no_update")
-        .execute(app.store.pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE job_id = 'aud-1' AND kind = 'approval' AND actor = 'bob'").execute(app.store.pool()).await.unwrap();
+    let err = raw_sql(
+        &app.db_url,
+        "UPDATE audit SET actor = 'mallory' WHERE kind = 'approval'",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    let err = raw_sql(&app.db_url, "DELETE FROM audit").await.unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    // ...and when someone with database access drops the trigger, verify names the entry.
+    let drop = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER audit_no_update",
+        Backend::Postgres => "DROP TRIGGER audit_no_update ON audit",
+    };
+    raw_sql(&app.db_url, drop).await.unwrap();
+    let changed = raw_sql(
+        &app.db_url,
+        "UPDATE audit SET actor = 'mallory' WHERE job_id = 'aud-1' AND kind = 'approval' AND actor = 'bob'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed, 1);
     let bad_seq = story.iter().find(|e| e.actor == "bob").unwrap().seq;
     let v = auditor
         .audit
@@ -1339,9 +1363,11 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn a_restarted_server_keeps_every_state() {
-    let app = spawn_app().await;
+async fn a_restarted_server_keeps_every_state(backend: Backend) {
+    let b = backend;
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let pending = decide(&mut agent, job("rs-1", "deploy", &[]))
         .await
@@ -1359,14 +1385,17 @@ async fn a_restarted_server_keeps_every_state() {
     .await
     .unwrap();
     let clock_ms = app.clock.now_ms_for_test();
-    let dir = app.stop().await;
+    let restart = app.stop().await;
 
-    let app = spawn_with(Spawn {
-        dir: Some(dir),
+    let Some(app) = spawn_with(Spawn {
+        restart: Some(restart),
         clock_ms,
-        ..Spawn::default()
+        ..Spawn::on(backend)
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     let r = agent
         .decision
@@ -1418,11 +1447,12 @@ async fn a_restarted_server_keeps_every_state() {
     assert!(v.ok);
 }
 
-#[tokio::test]
-async fn the_health_check_reports_serving() {
+async fn the_health_check_reports_serving(b: Backend) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let app = spawn_app().await;
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut health = HealthClient::new(app.channel().await);
     for service in [
         "",
@@ -1442,9 +1472,10 @@ async fn the_health_check_reports_serving() {
     }
 }
 
-#[tokio::test]
-async fn the_approval_queue_lists_what_each_approver_may_act_on() {
-    let app = spawn_app().await;
+async fn the_approval_queue_lists_what_each_approver_may_act_on(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     decide(&mut agent, job("q-1", "deploy", &[])).await.unwrap();
     decide(&mut agent, job("q-2", "update", &["payment"]))
@@ -1523,13 +1554,14 @@ async fn the_approval_queue_lists_what_each_approver_may_act_on() {
     assert_eq!(page.items[0].resolution, "approved");
 }
 
-#[tokio::test]
-async fn reflection_lists_every_service() {
+async fn reflection_lists_every_service(b: Backend) {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let app = spawn_app().await;
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
     let mut client = ServerReflectionClient::new(app.channel().await);
     let req = ServerReflectionRequest {
         host: String::new(),
@@ -1558,3 +1590,75 @@ async fn reflection_lists_every_service() {
         );
     }
 }
+
+crate::on_both_backends!(
+    allowed_job_binds_once_and_reports_its_outcome,
+    allowed_job_binds_once_and_reports_its_outcome
+);
+crate::on_both_backends!(
+    two_distinct_reviewers_approve_then_the_executor_binds,
+    two_distinct_reviewers_approve_then_the_executor_binds
+);
+crate::on_both_backends!(
+    approval_refusals_each_have_their_reason,
+    approval_refusals_each_have_their_reason
+);
+crate::on_both_backends!(
+    one_person_never_fills_two_slots_and_earlier_approvals_move,
+    one_person_never_fills_two_slots_and_earlier_approvals_move
+);
+crate::on_both_backends!(reject_and_cancel_are_final, reject_and_cancel_are_final);
+crate::on_both_backends!(denies_and_break_glass, denies_and_break_glass);
+crate::on_both_backends!(
+    deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once,
+    deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once
+);
+crate::on_both_backends!(every_bind_refusal_reason, every_bind_refusal_reason);
+crate::on_both_backends!(
+    decide_is_idempotent_per_job_id_and_hash,
+    decide_is_idempotent_per_job_id_and_hash
+);
+crate::on_both_backends!(
+    fifty_concurrent_binds_give_exactly_one_success,
+    fifty_concurrent_binds_give_exactly_one_success
+);
+crate::on_both_backends!(
+    approvers_racing_for_the_last_slot_end_consistently,
+    approvers_racing_for_the_last_slot_end_consistently
+);
+crate::on_both_backends!(
+    an_approval_racing_the_expiry_sweeper_ends_consistently,
+    an_approval_racing_the_expiry_sweeper_ends_consistently
+);
+crate::on_both_backends!(
+    watch_streams_every_change_until_the_job_is_final,
+    watch_streams_every_change_until_the_job_is_final
+);
+crate::on_both_backends!(
+    every_rpc_checks_the_token_and_the_role,
+    every_rpc_checks_the_token_and_the_role
+);
+crate::on_both_backends!(
+    a_failed_reload_changes_nothing,
+    a_failed_reload_changes_nothing
+);
+crate::on_both_backends!(
+    audit_verify_finds_a_tampered_row_and_job_history_tells_the_story,
+    audit_verify_finds_a_tampered_row_and_job_history_tells_the_story
+);
+crate::on_both_backends!(
+    a_restarted_server_keeps_every_state,
+    a_restarted_server_keeps_every_state
+);
+crate::on_both_backends!(
+    the_health_check_reports_serving,
+    the_health_check_reports_serving
+);
+crate::on_both_backends!(
+    the_approval_queue_lists_what_each_approver_may_act_on,
+    the_approval_queue_lists_what_each_approver_may_act_on
+);
+crate::on_both_backends!(
+    reflection_lists_every_service,
+    reflection_lists_every_service
+);
