@@ -130,6 +130,8 @@ pub struct Spawn {
     /// Reuse this database (restart tests).
     pub restart: Option<Restart>,
     pub clock_ms: i64,
+    /// The audit chain this engine appends to.
+    pub replica: &'static str,
 }
 
 impl Spawn {
@@ -140,6 +142,7 @@ impl Spawn {
             settings: EngineSettings::default(),
             restart: None,
             clock_ms: 1_800_000_000_000,
+            replica: "main",
         }
     }
 }
@@ -154,7 +157,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         Some(r) => (r.db_url, r.dir),
         None => crate::store::fresh_url(opts.backend, "server").await?,
     };
-    let store = gavel::store::open(&db_url, "main").await.unwrap();
+    let store = gavel::store::open(&db_url, opts.replica).await.unwrap();
     let clock = ManualClock::new(opts.clock_ms);
     let engine = Engine::start(
         store.clone(),
@@ -257,13 +260,14 @@ impl TestApp {
 
     /// Clients calling as `who` (`None`: no token at all).
     pub async fn as_raw(&self, token: Option<String>) -> Clients {
-        let ch = self.channel().await;
-        let b = Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()));
-        Clients {
-            decision: DecisionServiceClient::with_interceptor(ch.clone(), b.clone()),
-            approval: ApprovalServiceClient::with_interceptor(ch.clone(), b.clone()),
-            policy: PolicyServiceClient::with_interceptor(ch.clone(), b.clone()),
-            audit: AuditServiceClient::with_interceptor(ch, b),
+        clients(self.channel().await, token)
+    }
+
+    /// The database, for a second engine on it (replica tests).
+    pub fn share(&self) -> Restart {
+        Restart {
+            db_url: self.db_url.clone(),
+            dir: None,
         }
     }
 
@@ -291,6 +295,17 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Clients on a channel, calling with a token (`None`: no token at all).
+pub fn clients(ch: Channel, token: Option<String>) -> Clients {
+    let b = Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()));
+    Clients {
+        decision: DecisionServiceClient::with_interceptor(ch.clone(), b.clone()),
+        approval: ApprovalServiceClient::with_interceptor(ch.clone(), b.clone()),
+        policy: PolicyServiceClient::with_interceptor(ch.clone(), b.clone()),
+        audit: AuditServiceClient::with_interceptor(ch, b),
     }
 }
 

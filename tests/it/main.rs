@@ -8,6 +8,7 @@ mod matchers;
 mod pg;
 mod policy_load;
 mod properties;
+mod replicas;
 mod server;
 mod store;
 mod suites;
