@@ -258,12 +258,30 @@ impl Engine {
     }
 
     /// Publishes a job another replica changed, for local watchers.
-    async fn republish(&self, job_id: &str) {
+    async fn republish(&self, job_id: &str, kind: &str, version: i64) {
         if self.changes.receiver_count() == 0 {
             return;
         }
-        if let Ok(Some(r)) = self.store.job(job_id).await {
-            self.publish("update", &r);
+        // Watchers see the same kind whichever replica made the change.
+        const KINDS: [&str; 11] = [
+            "decision",
+            "approval",
+            "rejection",
+            "override",
+            "override_ack",
+            "cancel",
+            "escalation",
+            "expiry",
+            "bind",
+            "outcome",
+            "update",
+        ];
+        let kind = KINDS.into_iter().find(|k| *k == kind).unwrap_or("update");
+        // Only the change announced: a later one has its own notification.
+        if let Ok(Some(r)) = self.store.job(job_id).await
+            && r.version == version
+        {
+            self.publish(kind, &r);
         }
     }
 
@@ -1093,7 +1111,9 @@ async fn follow_changes(engine: std::sync::Weak<Engine>) {
             return;
         };
         match event {
-            Some(crate::store::StoreEvent::Job(id)) => engine.republish(&id).await,
+            Some(crate::store::StoreEvent::Job { id, kind, version }) => {
+                engine.republish(&id, &kind, version).await
+            }
             Some(crate::store::StoreEvent::Snapshot(_)) | None => engine.refresh_active().await,
         }
     }

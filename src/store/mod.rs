@@ -73,8 +73,12 @@ pub enum Recorded {
 pub enum StoreEvent {
     /// This snapshot was activated.
     Snapshot(String),
-    /// This job changed.
-    Job(String),
+    /// This job changed to this version, by a transition of this audit kind.
+    Job {
+        id: String,
+        kind: String,
+        version: i64,
+    },
 }
 
 /// A pure transition run inside the store's transaction.

@@ -508,7 +508,11 @@ impl Store for PostgresStore {
                     insert_approval(&mut tx, job_id, a).await?;
                 }
                 append(&mut tx, &self.chain, &t.audit, now).await?;
-                notify(&mut tx, &format!("job:{job_id}")).await?;
+                notify(
+                    &mut tx,
+                    &format!("job:{}:{}:{job_id}", t.audit.kind, t.record.version),
+                )
+                .await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 Ok(t.record)
             }
@@ -643,7 +647,22 @@ impl Store for PostgresStore {
                         Ok(n) => {
                             let event = match n.payload().split_once(':') {
                                 Some(("snapshot", id)) => StoreEvent::Snapshot(id.to_owned()),
-                                Some(("job", id)) => StoreEvent::Job(id.to_owned()),
+                                Some(("job", rest)) => {
+                                    let mut parts = rest.splitn(3, ':');
+                                    let (Some(kind), Some(version), Some(id)) =
+                                        (parts.next(), parts.next(), parts.next())
+                                    else {
+                                        continue;
+                                    };
+                                    let Ok(version) = version.parse() else {
+                                        continue;
+                                    };
+                                    StoreEvent::Job {
+                                        id: id.to_owned(),
+                                        kind: kind.to_owned(),
+                                        version,
+                                    }
+                                }
                                 _ => continue,
                             };
                             if tx.send(event).await.is_err() {
