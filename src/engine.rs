@@ -406,9 +406,8 @@ impl Engine {
         let job = Job::from_input(input, &self.settings.limits)?;
         let job_id = job.job_id.clone().unwrap_or_else(JobId::generate);
         let hash = job.hash();
-        if let Some(existing) = self.store.job(job_id.as_str()).await.map_err(unavailable)? {
-            return replay(existing, &hash, who);
-        }
+        // No read first: a known job id conflicts on insert and the stored
+        // decision is returned (or ALREADY_EXISTS), in the same round trip.
         let snap = self
             .active()
             .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))?;

@@ -5,6 +5,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bench;
 pub mod canonical;
 pub mod cli;
 pub mod clock;

@@ -21,6 +21,7 @@ macro_rules! say_raw {
     }};
 }
 
+mod bench;
 mod client;
 mod job;
 mod policy;
@@ -114,6 +115,9 @@ enum Command {
     /// Check bind receipts offline.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// The load generator.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -202,6 +206,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             client::audit_verify(conn, o).await
         }
         Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
+        Command::Bench(cmd) => bench::run(cmd, o, &conn.server).await,
         Command::Keys { key_file } => {
             if !key_file.exists() {
                 return Err(CliError(format!(

@@ -43,12 +43,29 @@ impl Rng {
 
 /// The YAML of a generated policy with `rules` rules.
 pub fn policy_yaml(rules: usize, seed: u64) -> String {
-    let mut rng = Rng(seed | 1);
     let mut y = String::with_capacity(rules * 220);
     let _ = writeln!(
         y,
         "version: v1\nname: generated-{rules}\ndefaults:\n  decision: require_approval\n  approval: {{ approvers: 1, roles: [reviewer] }}\nrules:"
     );
+    y.push_str(&rules_yaml(rules, seed));
+    y
+}
+
+/// A base policy whose last top-level key is `rules:`, followed by `rules`
+/// generated rules (ids `gen-N`): the base's decisions stay as they were
+/// for jobs the generated rules do not touch.
+pub fn extend_policy(base: &str, rules: usize, seed: u64) -> String {
+    let mut y = base.trim_end().to_owned();
+    y.push('\n');
+    y.push_str(&rules_yaml(rules, seed).replace("  - id: rule-", "  - id: gen-"));
+    y
+}
+
+/// `rules` generated rule items (YAML list entries under `rules:`).
+pub fn rules_yaml(rules: usize, seed: u64) -> String {
+    let mut rng = Rng(seed | 1);
+    let mut y = String::with_capacity(rules * 220);
     for i in 0..rules {
         let svc = i % 997;
         let verb = VERBS[rng.below(VERBS.len() as u64) as usize];

@@ -32,7 +32,7 @@ pub struct SnapshotRow {
 
 /// A store failure. Details are for logs; callers see `UNAVAILABLE` or
 /// `INTERNAL` without SQL.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),

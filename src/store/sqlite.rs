@@ -1,7 +1,14 @@
 //! The SQLite store: one file in WAL mode, `synchronous = FULL` (a commit is
 //! on disk before its response is sent), migrations from
-//! `migrations/sqlite`. Writers take an in-process lock and `BEGIN
-//! IMMEDIATE`, so write transactions never fail on a busy database.
+//! `migrations/sqlite`.
+//!
+//! SQLite has one writer, so writes go through one writer task that takes
+//! every write waiting (decisions, transitions, audit appends) and runs them
+//! in one `BEGIN IMMEDIATE` transaction: concurrent requests share one
+//! commit and one fsync (group commit), each still sees the effects of the
+//! ones before it, and a failure rolls the whole batch back and fails every
+//! request in it. Decisions and audit entries are written with multi-row
+//! statements.
 
 use super::*;
 use crate::approval::{ApprovalEntry, AuditEvent, JobRecord, JobState};
@@ -11,18 +18,43 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// A SQLite-backed store.
 pub struct SqliteStore {
     pool: SqlitePool,
-    write: tokio::sync::Mutex<()>,
+    /// Held by the writer for each batch and by the rare writes outside it.
+    write: Arc<tokio::sync::Mutex<()>>,
     chain: String,
+    ops: mpsc::Sender<WriteOp>,
 }
 
+/// A write waiting for the writer task.
+enum WriteOp {
+    Decisions(
+        Vec<JobRecord>,
+        oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+    ),
+    Transition(
+        String,
+        i64,
+        TransitionFn,
+        oneshot::Sender<Result<JobRecord, TransitionError>>,
+    ),
+    Audit(AuditEvent, i64, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The most writes committed together.
+const MAX_BATCH: usize = 256;
+
 const JOB_COLUMNS: &str = "job_id, job_hash, canonical_job, tenant, requester, snapshot_id, decision_id, evaluation, state, version, created_at, updated_at, expires_at, escalate_at, escalated, resolved_by, resolved_comment, resolution, overridden, override_by, override_ack_by, bind_id, bound_at, outcome_detail";
+
+/// A job's approvals as one JSON column, so a job is read in one statement.
+const APPROVALS_JSON: &str = "(SELECT json_group_array(json_object('approver', approver, 'roles', json(roles), 'reason', reason, 'note', note, 'channel', channel, 'at', at, 'job_hash', job_hash, 'snapshot_id', snapshot_id)) FROM (SELECT * FROM approvals a WHERE a.job_id = jobs.job_id ORDER BY at, approver)) AS approvals_json";
 
 const SNAPSHOT_COLUMNS: &str = "id, name, sha256, version, source, canonical_json, rule_count, created_at, activated_at, activated_by, revoked_at, revoked_by, revoke_reason";
 
@@ -48,11 +80,28 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        let write = Arc::new(tokio::sync::Mutex::new(()));
+        let (ops, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(pool.clone(), chain.to_owned(), write.clone(), rx));
         Ok(SqliteStore {
             pool,
-            write: tokio::sync::Mutex::new(()),
+            write,
             chain: chain.to_owned(),
+            ops,
         })
+    }
+
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<T>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(op(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))
     }
 
     /// The pool, for tests that need to reach under the store (tampering).
@@ -113,7 +162,11 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
         bind_id: opt_str(row, "bind_id")?,
         bound_at: row.try_get("bound_at")?,
         outcome_detail: opt_str(row, "outcome_detail")?,
-        approvals: Vec::new(),
+        approvals: match row.try_get::<Option<String>, _>("approvals_json") {
+            Ok(Some(text)) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("approvals of a job: {e}")))?,
+            _ => Vec::new(),
+        },
     })
 }
 
@@ -134,55 +187,16 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
-async fn load_approvals(
-    conn: &mut SqliteConnection,
-    job: &mut JobRecord,
-) -> Result<(), StoreError> {
-    let rows = sqlx::query(
-        "SELECT approver, roles, reason, note, channel, at, job_hash, snapshot_id FROM approvals WHERE job_id = ? ORDER BY at, approver",
-    )
-    .bind(&job.job_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    job.approvals = rows
-        .iter()
-        .map(|r| -> Result<ApprovalEntry, StoreError> {
-            let roles: String = r.try_get("roles")?;
-            let channel: String = r.try_get("channel")?;
-            Ok(ApprovalEntry {
-                approver: r.try_get("approver")?,
-                roles: serde_json::from_str(&roles)
-                    .map_err(|e| StoreError::Corrupt(format!("approval roles: {e}")))?,
-                reason: r.try_get("reason")?,
-                note: r.try_get("note")?,
-                channel: crate::policy::Channel::parse(&channel)
-                    .ok_or_else(|| StoreError::Corrupt(format!("channel `{channel}`")))?,
-                at: r.try_get("at")?,
-                job_hash: r.try_get("job_hash")?,
-                snapshot_id: r.try_get("snapshot_id")?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(())
-}
-
 async fn load_job(
     conn: &mut SqliteConnection,
     job_id: &str,
 ) -> Result<Option<JobRecord>, StoreError> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
+    let sql = format!("SELECT {JOB_COLUMNS}, {APPROVALS_JSON} FROM jobs WHERE job_id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(job_id)
         .fetch_optional(&mut *conn)
         .await?;
-    match row {
-        None => Ok(None),
-        Some(row) => {
-            let mut job = job_from_row(&row)?;
-            load_approvals(conn, &mut job).await?;
-            Ok(Some(job))
-        }
-    }
+    row.as_ref().map(job_from_row).transpose()
 }
 
 /// Appends one audit entry to `chain` inside the caller's transaction.
@@ -241,31 +255,6 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-async fn insert_job(conn: &mut SqliteConnection, r: &JobRecord) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO jobs (job_id, job_hash, canonical_job, tenant, requester, snapshot_id, decision_id, decision, evaluation, state, version, created_at, updated_at, expires_at, escalate_at, escalated, overridden) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0) ON CONFLICT (job_id) DO NOTHING",
-    )
-    .bind(&r.job_id)
-    .bind(&r.job_hash)
-    .bind(&r.canonical_job)
-    .bind(&r.tenant)
-    .bind(&r.requester)
-    .bind(&r.snapshot_id)
-    .bind(&r.decision_id)
-    .bind(r.evaluation.decision.as_str())
-    .bind(json_text(&r.evaluation)?)
-    .bind(r.state.as_str())
-    .bind(r.version)
-    .bind(r.created_at)
-    .bind(r.updated_at)
-    .bind(r.expires_at)
-    .bind(r.escalate_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 async fn update_job(
     conn: &mut SqliteConnection,
     r: &JobRecord,
@@ -320,6 +309,311 @@ async fn insert_approval(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The audit chain's head while a batch runs: entries are hashed in
+/// memory and written together at the end.
+struct PendingAudit {
+    chain: String,
+    seq: i64,
+    head: String,
+    rows: Vec<AuditEntry>,
+}
+
+impl PendingAudit {
+    async fn start(conn: &mut SqliteConnection, chain: &str) -> Result<PendingAudit, StoreError> {
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, head_hash FROM audit_heads WHERE chain = ?")
+                .bind(chain)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (seq, head) = head.unwrap_or((0, audit::GENESIS.to_owned()));
+        Ok(PendingAudit {
+            chain: chain.to_owned(),
+            seq,
+            head,
+            rows: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, ev: &AuditEvent, now: i64) {
+        self.seq += 1;
+        let hash = audit::entry_hash(
+            &self.head,
+            &self.chain,
+            self.seq,
+            now,
+            &ev.actor,
+            &ev.job_id,
+            &ev.snapshot_id,
+            ev.kind,
+            &ev.body,
+        );
+        self.rows.push(AuditEntry {
+            chain: self.chain.clone(),
+            seq: self.seq,
+            prev_hash: std::mem::replace(&mut self.head, hash.clone()),
+            entry_hash: hash,
+            at: now,
+            actor: ev.actor.clone(),
+            job_id: ev.job_id.clone(),
+            snapshot_id: ev.snapshot_id.clone(),
+            kind: ev.kind.to_owned(),
+            body: ev.body.clone(),
+        });
+    }
+
+    async fn flush(self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        for chunk in self.rows.chunks(1000) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit (chain, seq, prev_hash, entry_hash, at, actor, job_id, snapshot_id, kind, body) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.chain)
+                    .push_bind(e.seq)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.entry_hash)
+                    .push_bind(e.at)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.job_id)
+                    .push_bind(&e.snapshot_id)
+                    .push_bind(&e.kind)
+                    .push_bind(to_jcs(&e.body));
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_heads (chain, seq, head_hash) VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash",
+        )
+        .bind(&self.chain)
+        .bind(self.seq)
+        .bind(&self.head)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Inserts decided jobs with one statement; a job id already stored (or
+/// repeated within the batch) is returned as it is stored.
+async fn insert_decisions(
+    conn: &mut SqliteConnection,
+    records: Vec<JobRecord>,
+    audit: &mut PendingAudit,
+) -> Result<Vec<Recorded>, StoreError> {
+    let evaluations: Vec<String> = records
+        .iter()
+        .map(|r| json_text(&r.evaluation))
+        .collect::<Result<_, _>>()?;
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO jobs (job_id, job_hash, canonical_job, tenant, requester, snapshot_id, decision_id, decision, evaluation, state, version, created_at, updated_at, expires_at, escalate_at) ",
+    );
+    qb.push_values(records.iter().zip(&evaluations), |mut b, (r, eval)| {
+        b.push_bind(&r.job_id)
+            .push_bind(&r.job_hash)
+            .push_bind(&r.canonical_job)
+            .push_bind(&r.tenant)
+            .push_bind(&r.requester)
+            .push_bind(&r.snapshot_id)
+            .push_bind(&r.decision_id)
+            .push_bind(r.evaluation.decision.as_str())
+            .push_bind(eval)
+            .push_bind(r.state.as_str())
+            .push_bind(r.version)
+            .push_bind(r.created_at)
+            .push_bind(r.updated_at)
+            .push_bind(r.expires_at)
+            .push_bind(r.escalate_at);
+    });
+    qb.push(" ON CONFLICT (job_id) DO NOTHING RETURNING job_id");
+    let inserted: std::collections::HashSet<String> = qb
+        .build_query_scalar::<String>()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let first = seen.insert(r.job_id.clone());
+        if first && inserted.contains(&r.job_id) {
+            audit.push(&r.decision_event(), r.created_at);
+            out.push(Recorded::Inserted(r));
+        } else {
+            let existing = load_job(conn, &r.job_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a conflicting job vanished".into()))?;
+            out.push(Recorded::Existing(existing));
+        }
+    }
+    Ok(out)
+}
+
+/// One transition inside the batch. Refusals are results, not failures;
+/// only a database error fails (and so rolls back) the batch.
+async fn run_transition(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    now: i64,
+    f: TransitionFn,
+    audit: &mut PendingAudit,
+) -> Result<Result<JobRecord, TransitionError>, StoreError> {
+    let Some(current) = load_job(conn, job_id).await? else {
+        return Ok(Err(TransitionError::NotFound));
+    };
+    match f(&current) {
+        Ok(t) => {
+            update_job(conn, &t.record, current.version).await?;
+            if let Some(a) = &t.approval {
+                insert_approval(conn, job_id, a).await?;
+            }
+            audit.push(&t.audit, now);
+            let mut record = t.record;
+            if let Some(a) = t.approval {
+                record.approvals = current.approvals;
+                record.approvals.push(a);
+            }
+            Ok(Ok(record))
+        }
+        Err(refused) => {
+            if let Some(ev) = &refused.audit {
+                audit.push(ev, now);
+            }
+            Ok(Err(TransitionError::Refused(refused)))
+        }
+    }
+}
+
+/// A finished write, waiting for the commit before it is answered.
+enum Done {
+    Decisions(
+        oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+        Vec<Recorded>,
+    ),
+    Transition(
+        oneshot::Sender<Result<JobRecord, TransitionError>>,
+        Box<Result<JobRecord, TransitionError>>,
+    ),
+    Audit(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Done {
+    fn fail(self, e: &StoreError) {
+        match self {
+            Done::Decisions(tx, _) => drop(tx.send(Err(e.clone()))),
+            Done::Transition(tx, _) => drop(tx.send(Err(TransitionError::Store(e.clone())))),
+            Done::Audit(tx) => drop(tx.send(Err(e.clone()))),
+        }
+    }
+
+    fn succeed(self) {
+        match self {
+            Done::Decisions(tx, r) => drop(tx.send(Ok(r))),
+            Done::Transition(tx, r) => drop(tx.send(*r)),
+            Done::Audit(tx) => drop(tx.send(Ok(()))),
+        }
+    }
+}
+
+impl WriteOp {
+    fn fail(self, e: &StoreError) {
+        match self {
+            WriteOp::Decisions(_, tx) => drop(tx.send(Err(e.clone()))),
+            WriteOp::Transition(_, _, _, tx) => {
+                drop(tx.send(Err(TransitionError::Store(e.clone()))))
+            }
+            WriteOp::Audit(_, _, tx) => drop(tx.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// Runs a batch in one transaction. On a database error every write in it
+/// fails and nothing is kept.
+async fn run_batch(pool: &SqlitePool, chain: &str, ops: Vec<WriteOp>) {
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = StoreError::from(e);
+            ops.into_iter().for_each(|op| op.fail(&e));
+            return;
+        }
+    };
+    let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+    let mut failure: Option<StoreError> = None;
+    let mut audit = match PendingAudit::start(&mut tx, chain).await {
+        Ok(a) => a,
+        Err(e) => {
+            ops.into_iter().for_each(|op| op.fail(&e));
+            return;
+        }
+    };
+    let mut rest = ops.into_iter();
+    for op in rest.by_ref() {
+        match op {
+            WriteOp::Decisions(records, reply) => {
+                match insert_decisions(&mut tx, records, &mut audit).await {
+                    Ok(r) => done.push(Done::Decisions(reply, r)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.clone()));
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            WriteOp::Transition(id, now, f, reply) => {
+                match run_transition(&mut tx, &id, now, f, &mut audit).await {
+                    Ok(r) => done.push(Done::Transition(reply, Box::new(r))),
+                    Err(e) => {
+                        let _ = reply.send(Err(TransitionError::Store(e.clone())));
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            WriteOp::Audit(ev, now, reply) => {
+                audit.push(&ev, now);
+                done.push(Done::Audit(reply));
+            }
+        }
+    }
+    let result = match failure {
+        Some(e) => Err(e),
+        None => match audit.flush(&mut tx).await {
+            Ok(()) => tx.commit().await.map_err(StoreError::from),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => done.into_iter().for_each(Done::succeed),
+        Err(e) => {
+            tracing::error!(error = %e, "a write batch failed and was rolled back");
+            done.into_iter().for_each(|d| d.fail(&e));
+            rest.for_each(|op| op.fail(&e));
+        }
+    }
+}
+
+/// The writer task: batches whatever writes are waiting.
+async fn writer(
+    pool: SqlitePool,
+    chain: String,
+    write: Arc<tokio::sync::Mutex<()>>,
+    mut rx: mpsc::Receiver<WriteOp>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let _w = write.lock().await;
+        run_batch(&pool, &chain, ops).await;
+    }
 }
 
 #[async_trait]
@@ -456,22 +750,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_decisions(&self, records: Vec<JobRecord>) -> Result<Vec<Recorded>, StoreError> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            if insert_job(&mut tx, &r).await? {
-                append(&mut tx, &self.chain, &r.decision_event(), r.created_at).await?;
-                out.push(Recorded::Inserted(r));
-            } else {
-                let existing = load_job(&mut tx, &r.job_id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt("a conflicting job vanished".into()))?;
-                out.push(Recorded::Existing(existing));
-            }
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.submit(|tx| WriteOp::Decisions(records, tx)).await?
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -485,41 +764,12 @@ impl Store for SqliteStore {
         now: i64,
         f: TransitionFn,
     ) -> Result<JobRecord, TransitionError> {
-        let _w = self.write.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::from)?;
-        let current = load_job(&mut tx, job_id)
+        self.submit(|tx| WriteOp::Transition(job_id.to_owned(), now, f, tx))
             .await?
-            .ok_or(TransitionError::NotFound)?;
-        match f(&current) {
-            Ok(t) => {
-                update_job(&mut tx, &t.record, current.version).await?;
-                if let Some(a) = &t.approval {
-                    insert_approval(&mut tx, job_id, a).await?;
-                }
-                append(&mut tx, &self.chain, &t.audit, now).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                Ok(t.record)
-            }
-            Err(refused) => {
-                if let Some(ev) = &refused.audit {
-                    append(&mut tx, &self.chain, ev, now).await?;
-                    tx.commit().await.map_err(StoreError::from)?;
-                }
-                Err(TransitionError::Refused(refused))
-            }
-        }
     }
 
     async fn append_audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        append(&mut tx, &self.chain, &event, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.submit(|tx| WriteOp::Audit(event, now, tx)).await?
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
@@ -530,14 +780,13 @@ impl Store for SqliteStore {
             .clone()
             .map_or((i64::MIN, String::new()), |(a, b)| (a, b));
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
+            "SELECT {JOB_COLUMNS}, {APPROVALS_JSON} FROM jobs \
              WHERE (? = '[]' OR state IN (SELECT value FROM json_each(?))) \
                AND (? IS NULL OR tenant = ?) \
                AND (created_at > ? OR (created_at = ? AND job_id > ?)) \
                AND (? = 0 OR (overridden = 1 AND override_ack_by IS NULL)) \
              ORDER BY created_at, job_id LIMIT ?"
         );
-        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&states_json)
             .bind(&states_json)
@@ -548,15 +797,9 @@ impl Store for SqliteStore {
             .bind(&after_id)
             .bind(i64::from(filter.unacknowledged_overrides))
             .bind(filter.limit.max(1))
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut job = job_from_row(row)?;
-            load_approvals(&mut conn, &mut job).await?;
-            out.push(job);
-        }
-        Ok(out)
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
