@@ -214,7 +214,7 @@ impl Engine {
                 engine.activate_source(&source, &file, "system").await?;
             }
             (Some(row), _) => {
-                let snap = engine.compiled_snapshot(&row)?;
+                let snap = engine.compiled_snapshot(&row).await?;
                 engine.check_gates(&snap, "stored")?;
                 engine.active.store(Some(snap));
             }
@@ -246,7 +246,7 @@ impl Engine {
         if self.active().is_some_and(|a| a.id.as_str() == row.id) {
             return;
         }
-        match self.compiled_snapshot(&row) {
+        match self.compiled_snapshot(&row).await {
             Ok(snap) => {
                 tracing::info!(snapshot = %row.id, "switched to the snapshot another replica activated");
                 self.active.store(Some(snap));
@@ -311,7 +311,7 @@ impl Engine {
         });
     }
 
-    fn compiled_snapshot(&self, row: &SnapshotRow) -> Result<Arc<Snapshot>, Refusal> {
+    async fn compiled_snapshot(&self, row: &SnapshotRow) -> Result<Arc<Snapshot>, Refusal> {
         if let Some(s) = self
             .compiled
             .lock()
@@ -320,7 +320,7 @@ impl Engine {
         {
             return Ok(s);
         }
-        let loaded = policy::load(&row.source, &row.id).map_err(|e| {
+        let loaded = load_off_thread(&row.source, &row.id).await?.map_err(|e| {
             Refusal::new(
                 Reason::Internal,
                 format!("stored snapshot {} no longer loads: {e}", row.id),
@@ -336,10 +336,30 @@ impl Engine {
             ));
         }
         let snap = Arc::new(loaded.snapshot);
-        if let Ok(mut m) = self.compiled.lock() {
-            m.insert(row.id.clone(), snap.clone());
-        }
+        self.remember(&snap);
         Ok(snap)
+    }
+
+    /// Keeps a compiled snapshot for reuse: the active one and a few recent
+    /// others (a 10,000-rule snapshot is tens of megabytes).
+    fn remember(&self, snap: &Arc<Snapshot>) {
+        const KEEP: usize = 3;
+        let active = self.active().map(|a| a.id.to_string());
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(snap.id.to_string(), snap.clone());
+            while m.len() > KEEP {
+                let victim = m
+                    .keys()
+                    .find(|k| {
+                        Some(k.as_str()) != active.as_deref() && k.as_str() != snap.id.as_str()
+                    })
+                    .cloned();
+                match victim {
+                    Some(k) => m.remove(&k),
+                    None => break,
+                };
+            }
+        }
     }
 
     /// Refuses a snapshot whose gates no set of distinct configured people can fill.
@@ -354,12 +374,12 @@ impl Engine {
         }
     }
 
-    fn validate_policy(
+    async fn validate_policy(
         &self,
         source: &str,
         file: &str,
     ) -> Result<(Snapshot, Vec<Finding>), Refusal> {
-        let loaded = policy::load(source, file).map_err(|e| {
+        let loaded = load_off_thread(source, file).await?.map_err(|e| {
             let lines: Vec<String> = e
                 .findings
                 .iter()
@@ -378,7 +398,7 @@ impl Engine {
         file: &str,
         actor: &str,
     ) -> Result<Reloaded, Refusal> {
-        let (snap, warnings) = self.validate_policy(source, file)?;
+        let (snap, warnings) = self.validate_policy(source, file).await?;
         let row = snapshot_row(&snap, self.now());
         let (stored, changed) = self
             .store
@@ -386,10 +406,8 @@ impl Engine {
             .await
             .map_err(unavailable)?;
         let snap = Arc::new(snap);
-        if let Ok(mut m) = self.compiled.lock() {
-            m.insert(stored.id.clone(), snap.clone());
-        }
-        self.active.store(Some(snap));
+        self.active.store(Some(snap.clone()));
+        self.remember(&snap);
         Ok(Reloaded {
             snapshot: stored,
             activated: true,
@@ -832,7 +850,7 @@ impl Engine {
     ) -> Result<Reloaded, Refusal> {
         require(who, OPERATOR, "ReloadPolicy")?;
         if dry_run {
-            let (snap, warnings) = self.validate_policy(source, file)?;
+            let (snap, warnings) = self.validate_policy(source, file).await?;
             let existing = self
                 .store
                 .snapshot(snap.id.as_str())
@@ -955,7 +973,7 @@ impl Engine {
                 .ok_or_else(|| {
                     Refusal::new(Reason::NotFound, format!("no snapshot `{snapshot_id}`"))
                 })?;
-            self.compiled_snapshot(&row)?
+            self.compiled_snapshot(&row).await?
         };
         Ok((
             snap.policy.explain(&job, Some(&principal)),
@@ -1073,6 +1091,18 @@ impl Engine {
         }
         Ok((expired, escalated))
     }
+}
+
+/// Loads a policy on a blocking thread: compiling a large policy takes
+/// hundreds of milliseconds, which must not stall the request threads.
+async fn load_off_thread(
+    source: &str,
+    file: &str,
+) -> Result<Result<policy::Loaded, policy::PolicyError>, Refusal> {
+    let (source, file) = (source.to_owned(), file.to_owned());
+    tokio::task::spawn_blocking(move || policy::load(&source, &file))
+        .await
+        .map_err(|_| Refusal::new(Reason::Internal, "policy validation was interrupted"))
 }
 
 /// How often replicas re-check the active snapshot when no notification

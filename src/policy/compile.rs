@@ -15,7 +15,7 @@ pub(crate) enum CompiledAttr {
     Glob {
         pattern: usize,
     },
-    Ops(AttrOps),
+    Ops(std::sync::Arc<AttrOps>),
 }
 
 /// A compiled `match` block (a rule's, or a nested `not`).

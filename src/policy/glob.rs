@@ -23,11 +23,15 @@ enum Token {
     AnyRun,
     /// `?`: exactly one character.
     AnyOne,
-    /// `[…]` / `[!…]`: one character in (or not in) the ranges.
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    /// `[…]` / `[!…]`: one character in (or not in) the ranges. Boxed to
+    /// keep every token small: a 10,000-rule policy holds ~10^6 tokens.
+    Class(Box<ClassSet>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClassSet {
+    negated: bool,
+    ranges: Box<[(char, char)]>,
 }
 
 /// A glob pattern that failed to parse.
@@ -41,11 +45,15 @@ pub enum GlobError {
     ReversedRange { pattern: String, lo: char, hi: char },
 }
 
-/// A parsed fnmatch pattern.
+/// A parsed fnmatch pattern. Cheap to clone (shared), so a policy's
+/// document and its compiled indexes hold one copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    source: String,
-    tokens: Vec<Token>,
+pub struct Pattern(std::sync::Arc<Parsed>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    source: Box<str>,
+    tokens: Box<[Token]>,
 }
 
 impl Pattern {
@@ -90,30 +98,31 @@ impl Pattern {
                 c => tokens.push(Token::Literal(c)),
             }
         }
-        Ok(Pattern {
-            source: source.to_owned(),
-            tokens,
-        })
+        Ok(Pattern(std::sync::Arc::new(Parsed {
+            source: source.into(),
+            tokens: tokens.into_boxed_slice(),
+        })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 
     /// True when the pattern has no wildcard at all.
     pub fn is_literal(&self) -> bool {
-        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+        self.0.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
     }
 
     /// True when the pattern matches every string (`*`).
     pub fn matches_everything(&self) -> bool {
-        self.tokens == [Token::AnyRun]
+        *self.0.tokens == [Token::AnyRun]
     }
 
     /// Characters that any matching subject must contain literally, a rough
     /// measure of how selective the pattern is.
     pub fn literal_len(&self) -> usize {
-        self.tokens
+        self.0
+            .tokens
             .iter()
             .filter(|t| matches!(t, Token::Literal(_)))
             .count()
@@ -123,16 +132,13 @@ impl Pattern {
     /// `None` for a negated class that excludes every candidate tried.
     pub fn example(&self) -> Option<String> {
         let mut out = String::new();
-        for t in &self.tokens {
+        for t in &self.0.tokens {
             match t {
                 Token::Literal(c) => out.push(*c),
                 Token::AnyRun => {}
                 Token::AnyOne => out.push('x'),
-                Token::Class {
-                    negated: false,
-                    ranges,
-                } => out.push(ranges.first()?.0),
-                Token::Class { negated: true, .. } => {
+                Token::Class(set) if !set.negated => out.push(set.ranges.first()?.0),
+                Token::Class(_) => {
                     let c = ['x', 'a', '0', '_', 'Z', '~']
                         .into_iter()
                         .find(|&c| token_matches(t, c))?;
@@ -147,7 +153,7 @@ impl Pattern {
     /// wildcard algorithm backtracks only to the most recent `*`, which is
     /// exact because every other token consumes exactly one character.
     pub fn matches(&self, subject: &str) -> bool {
-        let p = &self.tokens;
+        let p = &self.0.tokens;
         // Positions are byte offsets into `subject`, always on char boundaries.
         let (mut si, mut pi) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
@@ -197,9 +203,9 @@ impl Pattern {
                 })
                 .collect()
         };
-        let t = &self.tokens;
+        let t = &self.0.tokens;
         let inner_is_literal = |ts: &[Token]| ts.iter().all(literal);
-        let native = match t.as_slice() {
+        let native = match &t[..] {
             [] => true,
             [Token::AnyRun, rest @ ..] => inner_is_literal(rest),
             [rest @ .., Token::AnyRun] => inner_is_literal(rest),
@@ -232,9 +238,7 @@ fn token_matches(t: &Token, c: char) -> bool {
     match t {
         Token::Literal(l) => *l == c,
         Token::AnyOne => true,
-        Token::Class { negated, ranges } => {
-            ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-        }
+        Token::Class(set) => set.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != set.negated,
         Token::AnyRun => false,
     }
 }
@@ -299,7 +303,10 @@ fn parse_class(source: &str, inner: &[char]) -> Result<Token, GlobError> {
     if trailing_hyphen {
         ranges.push(('-', '-'));
     }
-    Ok(Token::Class { negated, ranges })
+    Ok(Token::Class(Box::new(ClassSet {
+        negated,
+        ranges: ranges.into_boxed_slice(),
+    })))
 }
 
 /// Characters with a meaning in globset outside a class. (`!` and `^`
@@ -380,7 +387,7 @@ impl GlobIndex {
             let (glob, confirm) = match p.plan() {
                 Plan::Native => {
                     let mut g = String::new();
-                    for t in &p.tokens {
+                    for t in p.0.tokens.iter() {
                         match t {
                             Token::AnyRun => g.push('*'),
                             Token::Literal(c) => {

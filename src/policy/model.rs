@@ -179,7 +179,7 @@ pub enum AttrTest {
     /// The attribute is a string matching this glob.
     Glob(Pattern),
     /// Every operator present must hold.
-    Ops(AttrOps),
+    Ops(std::sync::Arc<AttrOps>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

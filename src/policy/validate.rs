@@ -671,10 +671,10 @@ impl Validator<'_> {
                     None
                 }
             },
-            RawAttrTest::Equals(v) => Some(AttrTest::Ops(AttrOps {
+            RawAttrTest::Equals(v) => Some(AttrTest::Ops(std::sync::Arc::new(AttrOps {
                 eq: scalar(&v),
                 ..AttrOps::default()
-            })),
+            }))),
             RawAttrTest::Ops(o) => {
                 let mut ops = AttrOps::default();
                 let mut any = false;
@@ -732,7 +732,7 @@ impl Validator<'_> {
                     );
                     ok = false;
                 }
-                ok.then_some(AttrTest::Ops(ops))
+                ok.then(|| AttrTest::Ops(std::sync::Arc::new(ops)))
             }
         }
     }
