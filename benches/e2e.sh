@@ -25,22 +25,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_server NAME [extra serve args...]: prints the server's address.
+# start_server NAME [extra serve args...]: sets ADDR, IDS and SERVER_PID.
+# `env -C` and `taskset` exec in place, so $! is the server's own pid.
 start_server() {
   local name=$1; shift
   mkdir -p "$WORK/$name"
   ln -sfn "$PWD/policies" "$WORK/$name/policies"
-  (cd "$WORK/$name" && taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 "$@" \
-      > "$WORK/$name/out.txt" 2> "$WORK/$name/err.txt") &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 1 200); do
+  # shellcheck disable=SC2086
+  env -C "$WORK/$name" ${SERVER_ENV:-} taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 "$@" \
+      > "$WORK/$name/out.txt" 2> "$WORK/$name/err.txt" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 1 300); do
     if grep -q "gavel listening on" "$WORK/$name/out.txt" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  SERVER_PID=$(pgrep -P "$pid" -f "gavel serve" || echo "$pid")
   ADDR=$(sed -n 's/^gavel listening on \([^ ]*\).*/\1/p' "$WORK/$name/out.txt")
   IDS="$WORK/$name/data/dev-identities.json"
+  [ -n "$ADDR" ] || { echo "server $name did not start:"; cat "$WORK/$name/err.txt"; exit 1; }
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
 }
 
 bench() { # bench LABEL SCENARIO [args...]
@@ -60,6 +67,7 @@ rss() { # rss LABEL PID
   echo "{\"label\": \"$1\", \"peak_rss_kib\": $kb}" | tee -a "$OUT/results.jsonl"
 }
 
+if [ -z "${ONLY_FILL:-}" ]; then
 echo "== shipped policy, SQLite"
 start_server default
 bench "health c64"              health         --concurrency 64
@@ -75,6 +83,7 @@ for l in sys.stdin:
 HALF=$((MAX / 2))
 bench "decide-allow open loop at $HALF/s" decide-allow --rate "$HALF" --concurrency 512
 rss "peak RSS, shipped policy, after the runs above" "$SERVER_PID"
+stop_server
 
 echo "== 10,000-rule policy (the shipped policy plus 10,000 generated rules)"
 "$G" bench gen-policy --rules 10000 --base policies/default.yaml > "$WORK/p10k.yaml"
@@ -83,5 +92,19 @@ rss "peak RSS, 10,000-rule policy loaded, idle" "$SERVER_PID"
 bench "decide-allow c64, 10k rules"  decide-allow --concurrency 64
 bench "reload every 1s, 10k rules"   reload --concurrency 64 --reload-rules 10000
 rss "peak RSS, 10,000-rule policy, after reloads" "$SERVER_PID"
+stop_server
+fi
+
+if [ -n "${AUDIT_FILL:-}" ]; then
+  echo "== peak RSS with $AUDIT_FILL audit entries (one decision writes one entry)"
+  start_server fill
+  taskset -c 1 "$G" bench run --scenario decide-allow --server "http://$ADDR" --identities "$IDS" \
+    --duration 100000 --warmup 0 --concurrency 64 --output json --max-operations "$AUDIT_FILL" > /dev/null
+  stop_server
+  start_server fill   # the same data directory: a restart on the filled database
+  bench "decide-allow c64, $AUDIT_FILL audit entries" decide-allow --concurrency 64
+  rss "peak RSS, $AUDIT_FILL audit entries, after load" "$SERVER_PID"
+  echo "{\"label\": \"database size, $AUDIT_FILL audit entries\", \"bytes\": $(du -cb "$WORK/fill/data"/gavel.db* | tail -1 | cut -f1)}" | tee -a "$OUT/results.jsonl"
+fi
 
 echo "results: $OUT/results.jsonl"

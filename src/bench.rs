@@ -108,6 +108,8 @@ pub struct Plan {
     pub reload_policies: Vec<String>,
     /// For `bind-race`: approved jobs to race on.
     pub race_jobs: usize,
+    /// Stop after this many operations (closed loop), e.g. to fill a database.
+    pub max_operations: Option<u64>,
 }
 
 /// Latency summary in microseconds.
@@ -505,11 +507,13 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     let mut handles = Vec::new();
     match plan.rate {
         None => {
+            let issued = Arc::new(AtomicU64::new(0));
+            let max_ops = plan.max_operations.unwrap_or(u64::MAX);
             for i in 0..plan.concurrency.max(1) {
                 let mut w = make_worker(&channels[i % channels.len()])?;
-                let (tally, op) = (tally.clone(), op.clone());
+                let (tally, op, issued) = (tally.clone(), op.clone(), issued.clone());
                 handles.push(tokio::spawn(async move {
-                    while Instant::now() < end {
+                    while Instant::now() < end && issued.fetch_add(1, Ordering::Relaxed) < max_ops {
                         let start = Instant::now();
                         let during = tally.reloading.load(Ordering::Relaxed);
                         let (back, outcome) = op(w).await;

@@ -4,86 +4,73 @@
 
 use std::fmt;
 
-/// Every refusal reason; names match `gavel.v1.Reason` without its prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Reason {
-    // Bind, in the order the checks run.
-    NotFound,
-    HashMismatch,
-    SnapshotMismatch,
-    SnapshotRevoked,
-    SnapshotStale,
-    Denied,
-    Pending,
-    Rejected,
-    Expired,
-    Cancelled,
-    AlreadyBound,
-    // Request shape and identity.
-    InvalidArgument,
-    Unauthenticated,
-    PermissionDenied,
-    AlreadyExists,
-    Unavailable,
-    Internal,
-    // Approvals.
-    NotEligible,
-    SelfApproval,
-    AlreadyApproved,
-    ReasonRequired,
-    NotPending,
-    ChannelNotAllowed,
-    StaleReview,
-    NotOverridable,
-    NotRequester,
-    SelfAcknowledge,
-    NotBound,
-    BindIdMismatch,
-    // Policy.
-    PolicyInvalid,
-    GateUnsatisfiable,
+/// Defines the reasons once: each variant, its wire name, and (by the same
+/// identifier) its `gavel.v1.Reason` value.
+macro_rules! reasons {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every refusal reason; names match `gavel.v1.Reason` without its
+        /// prefix. Bind's reasons come first, in the order its checks run.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum Reason {
+            $($variant,)*
+        }
+
+        const ALL: &[Reason] = &[$(Reason::$variant,)*];
+
+        impl Reason {
+            /// The name as it appears on the wire and in CLI output, e.g. `HASH_MISMATCH`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)*
+                }
+            }
+
+            /// The wire enum value (`gavel.v1.Reason`).
+            pub fn to_proto(self) -> i32 {
+                match self {
+                    $(Reason::$variant => crate::proto::v1::Reason::$variant as i32,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    NotFound => "NOT_FOUND",
+    HashMismatch => "HASH_MISMATCH",
+    SnapshotMismatch => "SNAPSHOT_MISMATCH",
+    SnapshotRevoked => "SNAPSHOT_REVOKED",
+    SnapshotStale => "SNAPSHOT_STALE",
+    Denied => "DENIED",
+    Pending => "PENDING",
+    Rejected => "REJECTED",
+    Expired => "EXPIRED",
+    Cancelled => "CANCELLED",
+    AlreadyBound => "ALREADY_BOUND",
+    InvalidArgument => "INVALID_ARGUMENT",
+    Unauthenticated => "UNAUTHENTICATED",
+    PermissionDenied => "PERMISSION_DENIED",
+    AlreadyExists => "ALREADY_EXISTS",
+    Unavailable => "UNAVAILABLE",
+    Internal => "INTERNAL",
+    NotEligible => "NOT_ELIGIBLE",
+    SelfApproval => "SELF_APPROVAL",
+    AlreadyApproved => "ALREADY_APPROVED",
+    ReasonRequired => "REASON_REQUIRED",
+    NotPending => "NOT_PENDING",
+    ChannelNotAllowed => "CHANNEL_NOT_ALLOWED",
+    StaleReview => "STALE_REVIEW",
+    NotOverridable => "NOT_OVERRIDABLE",
+    NotRequester => "NOT_REQUESTER",
+    SelfAcknowledge => "SELF_ACKNOWLEDGE",
+    NotBound => "NOT_BOUND",
+    BindIdMismatch => "BIND_ID_MISMATCH",
+    PolicyInvalid => "POLICY_INVALID",
+    GateUnsatisfiable => "GATE_UNSATISFIABLE",
 }
 
 impl Reason {
-    /// The name as it appears on the wire and in CLI output, e.g. `HASH_MISMATCH`.
-    pub fn as_str(self) -> &'static str {
-        use Reason::*;
-        match self {
-            NotFound => "NOT_FOUND",
-            HashMismatch => "HASH_MISMATCH",
-            SnapshotMismatch => "SNAPSHOT_MISMATCH",
-            SnapshotRevoked => "SNAPSHOT_REVOKED",
-            SnapshotStale => "SNAPSHOT_STALE",
-            Denied => "DENIED",
-            Pending => "PENDING",
-            Rejected => "REJECTED",
-            Expired => "EXPIRED",
-            Cancelled => "CANCELLED",
-            AlreadyBound => "ALREADY_BOUND",
-            InvalidArgument => "INVALID_ARGUMENT",
-            Unauthenticated => "UNAUTHENTICATED",
-            PermissionDenied => "PERMISSION_DENIED",
-            AlreadyExists => "ALREADY_EXISTS",
-            Unavailable => "UNAVAILABLE",
-            Internal => "INTERNAL",
-            NotEligible => "NOT_ELIGIBLE",
-            SelfApproval => "SELF_APPROVAL",
-            AlreadyApproved => "ALREADY_APPROVED",
-            ReasonRequired => "REASON_REQUIRED",
-            NotPending => "NOT_PENDING",
-            ChannelNotAllowed => "CHANNEL_NOT_ALLOWED",
-            StaleReview => "STALE_REVIEW",
-            NotOverridable => "NOT_OVERRIDABLE",
-            NotRequester => "NOT_REQUESTER",
-            SelfAcknowledge => "SELF_ACKNOWLEDGE",
-            NotBound => "NOT_BOUND",
-            BindIdMismatch => "BIND_ID_MISMATCH",
-            PolicyInvalid => "POLICY_INVALID",
-            GateUnsatisfiable => "GATE_UNSATISFIABLE",
-        }
-    }
-
     /// The gRPC status code a refusal for this reason carries. This and
     /// [`Reason::http_status`] are the one place mapping reasons to codes.
     pub fn grpc_code(self) -> tonic::Code {
@@ -118,87 +105,11 @@ impl Reason {
         }
     }
 
-    /// The wire enum value (`gavel.v1.Reason`).
-    pub fn to_proto(self) -> i32 {
-        use crate::proto::v1::Reason as P;
-        use Reason::*;
-        (match self {
-            NotFound => P::NotFound,
-            HashMismatch => P::HashMismatch,
-            SnapshotMismatch => P::SnapshotMismatch,
-            SnapshotRevoked => P::SnapshotRevoked,
-            SnapshotStale => P::SnapshotStale,
-            Denied => P::Denied,
-            Pending => P::Pending,
-            Rejected => P::Rejected,
-            Expired => P::Expired,
-            Cancelled => P::Cancelled,
-            AlreadyBound => P::AlreadyBound,
-            InvalidArgument => P::InvalidArgument,
-            Unauthenticated => P::Unauthenticated,
-            PermissionDenied => P::PermissionDenied,
-            AlreadyExists => P::AlreadyExists,
-            Unavailable => P::Unavailable,
-            Internal => P::Internal,
-            NotEligible => P::NotEligible,
-            SelfApproval => P::SelfApproval,
-            AlreadyApproved => P::AlreadyApproved,
-            ReasonRequired => P::ReasonRequired,
-            NotPending => P::NotPending,
-            ChannelNotAllowed => P::ChannelNotAllowed,
-            StaleReview => P::StaleReview,
-            NotOverridable => P::NotOverridable,
-            NotRequester => P::NotRequester,
-            SelfAcknowledge => P::SelfAcknowledge,
-            NotBound => P::NotBound,
-            BindIdMismatch => P::BindIdMismatch,
-            PolicyInvalid => P::PolicyInvalid,
-            GateUnsatisfiable => P::GateUnsatisfiable,
-        }) as i32
-    }
-
     /// The reason a wire value names, when it names one.
     pub fn from_proto(v: i32) -> Option<Reason> {
         ALL.iter().copied().find(|r| r.to_proto() == v)
     }
 }
-
-const ALL: [Reason; 31] = {
-    use Reason::*;
-    [
-        NotFound,
-        HashMismatch,
-        SnapshotMismatch,
-        SnapshotRevoked,
-        SnapshotStale,
-        Denied,
-        Pending,
-        Rejected,
-        Expired,
-        Cancelled,
-        AlreadyBound,
-        InvalidArgument,
-        Unauthenticated,
-        PermissionDenied,
-        AlreadyExists,
-        Unavailable,
-        Internal,
-        NotEligible,
-        SelfApproval,
-        AlreadyApproved,
-        ReasonRequired,
-        NotPending,
-        ChannelNotAllowed,
-        StaleReview,
-        NotOverridable,
-        NotRequester,
-        SelfAcknowledge,
-        NotBound,
-        BindIdMismatch,
-        PolicyInvalid,
-        GateUnsatisfiable,
-    ]
-};
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -246,7 +157,7 @@ mod tests {
 
     #[test]
     fn every_reason_round_trips_through_the_wire_enum() {
-        for r in ALL {
+        for &r in ALL {
             assert_eq!(Reason::from_proto(r.to_proto()), Some(r));
             let proto = crate::proto::v1::Reason::try_from(r.to_proto()).unwrap();
             assert_eq!(proto.as_str_name(), format!("REASON_{}", r.as_str()));

@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// reload: the base the generated rules are appended to.
     #[arg(long, default_value = "policies/default.yaml")]
     pub reload_base: PathBuf,
+    /// Stop after this many operations (closed loop only).
+    #[arg(long)]
+    pub max_operations: Option<u64>,
 }
 
 pub async fn run(cmd: BenchCommand, output: Output, server: &str) -> Result<ExitCode, CliError> {
@@ -104,6 +107,7 @@ pub async fn run(cmd: BenchCommand, output: Output, server: &str) -> Result<Exit
                 tokens,
                 reload_policies,
                 race_jobs: a.race_jobs,
+                max_operations: a.max_operations,
             })
             .await
             .map_err(CliError)?;
