@@ -91,7 +91,7 @@ fn init_logs(format: LogFormat) {
 
 /// Approver roles a policy's gates use.
 fn approver_roles(source: &str, file: &str) -> Result<BTreeSet<String>, CliError> {
-    let loaded = policy::load(source, file).map_err(|e| {
+    policy::approver_roles(source, file).map_err(|e| {
         CliError(
             e.findings
                 .iter()
@@ -99,15 +99,7 @@ fn approver_roles(source: &str, file: &str) -> Result<BTreeSet<String>, CliError
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
-    })?;
-    let doc = loaded.snapshot.policy.doc();
-    let mut roles: BTreeSet<String> = doc.default_gate.roles.clone();
-    for r in &doc.rules {
-        if let Some(g) = &r.gate {
-            roles.extend(g.roles.iter().cloned());
-        }
-    }
-    Ok(roles)
+    })
 }
 
 /// Dev identities: tokens kept in DIR/dev-identities.json across restarts,

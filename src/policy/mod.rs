@@ -163,6 +163,28 @@ pub fn load(source: &str, file: &str) -> Result<Loaded, PolicyError> {
     })
 }
 
+/// Every approver role a policy's gates can ask for: the default gate's and
+/// each rule gate's, exactly as [`load`] would resolve them, without building
+/// the validated document. A policy that does not parse gets the located
+/// errors of a full load.
+pub fn approver_roles(source: &str, file: &str) -> Result<BTreeSet<String>, PolicyError> {
+    let Ok(named) = raw::named_roles(source) else {
+        let loaded = load(source, file)?;
+        let doc = loaded.snapshot.policy.doc();
+        let mut roles = doc.default_gate.roles.clone();
+        for gate in doc.rules.iter().filter_map(|r| r.gate.as_ref()) {
+            roles.extend(gate.roles.iter().cloned());
+        }
+        return Ok(roles);
+    };
+    let mut roles: BTreeSet<String> = match named.default {
+        Some(default) => default.into_iter().collect(),
+        None => validate::builtin_gate().roles,
+    };
+    roles.extend(named.rules);
+    Ok(roles)
+}
+
 /// Parses YAML into the raw model and drops it: the parser's share of
 /// [`load`], for benchmarks only.
 #[doc(hidden)]

@@ -219,6 +219,46 @@ pub fn parse(source: &str) -> Result<RawPolicy, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options(source, options())
 }
 
+/// The approver roles a policy names, as written: the default gate's (if it
+/// sets any) and every rule gate's. Read without spans and without
+/// validation, so it costs a fraction of a full load. Unknown keys are
+/// ignored here; the full load refuses them with their locations.
+pub struct NamedRoles {
+    pub default: Option<Vec<String>>,
+    pub rules: Vec<String>,
+}
+
+pub fn named_roles(source: &str) -> Result<NamedRoles, serde_saphyr::Error> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        defaults: Option<Holder>,
+        #[serde(default)]
+        rules: Option<Vec<Holder>>,
+    }
+    #[derive(Deserialize)]
+    struct Holder {
+        #[serde(default)]
+        approval: Option<Roles>,
+    }
+    #[derive(Deserialize)]
+    struct Roles {
+        #[serde(default)]
+        roles: Option<Vec<String>>,
+    }
+    let doc: Doc = serde_saphyr::from_str_with_options(source, options())?;
+    Ok(NamedRoles {
+        default: doc.defaults.and_then(|d| d.approval?.roles),
+        rules: doc
+            .rules
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.approval?.roles)
+            .flatten()
+            .collect(),
+    })
+}
+
 /// A `gavel policy test` suite as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -623,3 +623,49 @@ rules:
         );
     }
 }
+
+/// The roles a full load resolves, gate by gate.
+fn roles_of_loaded(yaml: &str) -> BTreeSet<String> {
+    let loaded = policy::load(yaml, "p.yaml").unwrap_or_else(|e| panic!("{:#?}", e.findings));
+    let doc = loaded.snapshot.policy.doc();
+    let mut roles = doc.default_gate.roles.clone();
+    for gate in doc.rules.iter().filter_map(|r| r.gate.as_ref()) {
+        roles.extend(gate.roles.iter().cloned());
+    }
+    roles
+}
+
+#[test]
+fn approver_roles_read_cheaply_agree_with_a_full_load() {
+    let shipped = std::fs::read_to_string(root().join("policies/default.yaml")).unwrap();
+    let seed =
+        std::fs::read_to_string(root().join("tests/fixtures/seed-approval-policy.yaml")).unwrap();
+    let no_defaults = "version: v1\nrules:\n  - id: a\n    match: { action: [x] }\n    decision: require_approval\n  - id: b\n    match: { action: [y] }\n    decision: require_approval\n    approval: { roles: [dba, sre] }\n";
+    let default_roles = "version: v1\ndefaults:\n  decision: deny\n  approval: { roles: [finance] }\nrules:\n  - id: a\n    match: { action: [x] }\n    decision: require_approval\n    approval: { approvers: 2 }\n";
+    let generated = policy::generate::policy_yaml(500, 7);
+    for (what, yaml) in [
+        ("shipped", shipped.as_str()),
+        ("seed", seed.as_str()),
+        ("no defaults", no_defaults),
+        ("default roles", default_roles),
+        ("generated", generated.as_str()),
+    ] {
+        let cheap = policy::approver_roles(yaml, "p.yaml").unwrap();
+        assert_eq!(cheap, roles_of_loaded(yaml), "{what}");
+        assert!(!cheap.is_empty(), "{what}");
+    }
+    let names = |yaml| -> Vec<String> {
+        policy::approver_roles(yaml, "p.yaml")
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(names(no_defaults), ["approver", "dba", "sre"]);
+    assert_eq!(names(default_roles), ["finance"]);
+
+    // A file that does not parse gets the located errors of a full load.
+    let broken = "version: v1\nrules:\n  - id: a\n    match: [\n";
+    let e = policy::approver_roles(broken, "p.yaml").unwrap_err();
+    assert_eq!(e.findings, policy::check(broken, "p.yaml"));
+    assert!(e.findings.iter().all(|f| f.line >= 1 && f.file == "p.yaml"));
+}
