@@ -91,6 +91,7 @@ pub struct ListQuery {
     pub actionable_only: bool,
     /// Only overrides still waiting for acknowledgement.
     pub unacknowledged_overrides: bool,
+    /// At most 500; 0 means 100.
     pub page_size: u32,
     /// Continue after this (created_at, job_id).
     pub after: Option<(i64, String)>,
@@ -172,6 +173,23 @@ fn require(who: &Identity, role: &str, what: &str) -> Result<(), Refusal> {
 
 fn is_approver(who: &Identity) -> bool {
     who.approver_roles().next().is_some()
+}
+
+fn require_approver(who: &Identity) -> Result<(), Refusal> {
+    if is_approver(who) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Reason::PermissionDenied,
+            format!("`{}` holds no approver role", who.name),
+        ))
+    }
+}
+
+/// Approvers and the people who oversee them: operators, auditors and
+/// break-glass holders. They see the queue and acknowledge overrides.
+fn oversees_approvals(who: &Identity) -> bool {
+    is_approver(who) || who.has(OPERATOR) || who.has(AUDITOR) || who.has(BREAKGLASS)
 }
 
 /// Validates a job id the way `JobId::parse` does, as a refusal.
@@ -423,7 +441,8 @@ impl Engine {
         require(who, AGENT, "Decide")?;
         let job = Job::from_input(input, &self.settings.limits)?;
         let job_id = job.job_id.clone().unwrap_or_else(JobId::generate);
-        let hash = job.hash();
+        let canonical = job.canonical_json();
+        let hash = JobHash::of_canonical(&canonical);
         // No read first: a known job id conflicts on insert and the stored
         // decision is returned (or ALREADY_EXISTS), in the same round trip.
         let snap = self
@@ -434,7 +453,7 @@ impl Engine {
         let record = approval::new_record(
             job_id.to_string(),
             hash.to_string(),
-            job.canonical_json(),
+            canonical,
             job.tenant.clone(),
             who.name.clone(),
             snap.id.to_string(),
@@ -484,11 +503,11 @@ impl Engine {
     }
 
     fn may_see(&self, who: &Identity, r: &JobRecord) -> Result<(), Refusal> {
-        let staff = is_approver(who)
-            || [EXECUTOR, OPERATOR, AUDITOR, BREAKGLASS]
-                .iter()
-                .any(|role| who.has(role));
-        if staff || who.name == r.requester || who.acts_for.contains(&r.requester) {
+        if oversees_approvals(who)
+            || who.has(EXECUTOR)
+            || who.name == r.requester
+            || who.acts_for.contains(&r.requester)
+        {
             Ok(())
         } else {
             Err(Refusal::new(
@@ -550,12 +569,7 @@ impl Engine {
             expected_job_hash,
             expected_snapshot,
         } = a;
-        if !is_approver(who) {
-            return Err(Refusal::new(
-                Reason::PermissionDenied,
-                format!("`{}` holds no approver role", who.name),
-            ));
-        }
+        require_approver(who)?;
         let (who2, now) = (who.clone(), self.now());
         self.run(
             job_id,
@@ -585,12 +599,7 @@ impl Engine {
         reason: &str,
         note: &str,
     ) -> Result<JobRecord, Refusal> {
-        if !is_approver(who) {
-            return Err(Refusal::new(
-                Reason::PermissionDenied,
-                format!("`{}` holds no approver role", who.name),
-            ));
-        }
+        require_approver(who)?;
         let (who2, reason, note, now) =
             (who.clone(), reason.to_owned(), note.to_owned(), self.now());
         self.run(
@@ -633,9 +642,7 @@ impl Engine {
         job_id: &str,
         note: &str,
     ) -> Result<JobRecord, Refusal> {
-        let allowed =
-            is_approver(who) || who.has(OPERATOR) || who.has(AUDITOR) || who.has(BREAKGLASS);
-        if !allowed {
+        if !oversees_approvals(who) {
             return Err(Refusal::new(
                 Reason::PermissionDenied,
                 format!("`{}` may not acknowledge overrides", who.name),
@@ -669,24 +676,12 @@ impl Engine {
                 .to_string(),
         };
         let now = self.now();
-        let Some(current) = self.store.job(job_id).await.map_err(unavailable)? else {
-            // A refused bind is audited, even for a job that does not exist.
-            let ev = approval::AuditEvent {
-                kind: "bind_refused",
-                actor: who.name.clone(),
-                job_id: job_id.to_owned(),
-                snapshot_id: snapshot_id.to_owned(),
-                body: serde_json::json!({ "reason": Reason::NotFound.as_str(), "presented_job_hash": presented }),
-            };
-            self.store
-                .append_audit(ev, now)
-                .await
-                .map_err(unavailable)?;
-            return Err(not_found(job_id));
-        };
+        // Only the snapshot the job was decided under can pass (any other is
+        // refused as a mismatch before revocation counts), so the named
+        // snapshot's revocation is read without reading the job first.
         let revoked = self
             .store
-            .snapshot(&current.snapshot_id)
+            .snapshot(snapshot_id)
             .await
             .map_err(unavailable)?
             .is_some_and(|s| s.revoked_at.is_some());
@@ -697,8 +692,13 @@ impl Engine {
             None
         };
         let bind_id = uuid::Uuid::now_v7().to_string();
-        let (who2, snapshot_id, bind_id2) = (who.clone(), snapshot_id.to_owned(), bind_id.clone());
-        let record = self
+        let (who2, snapshot_id2, bind_id2, presented2) = (
+            who.clone(),
+            snapshot_id.to_owned(),
+            bind_id.clone(),
+            presented.clone(),
+        );
+        let result = self
             .run(
                 job_id,
                 "bind",
@@ -707,8 +707,8 @@ impl Engine {
                         r,
                         &who2,
                         &BindInput {
-                            job_hash: &presented,
-                            snapshot_id: &snapshot_id,
+                            job_hash: &presented2,
+                            snapshot_id: &snapshot_id2,
                             snapshot_revoked: revoked,
                             require_active: require_active.as_deref(),
                             bind_id: bind_id2,
@@ -717,7 +717,25 @@ impl Engine {
                     )
                 }),
             )
-            .await?;
+            .await;
+        let record = match result {
+            Err(refusal) if refusal.reason == Reason::NotFound => {
+                // A refused bind is audited, even for a job that does not exist.
+                let ev = approval::AuditEvent {
+                    kind: "bind_refused",
+                    actor: who.name.clone(),
+                    job_id: job_id.to_owned(),
+                    snapshot_id: snapshot_id.to_owned(),
+                    body: serde_json::json!({ "reason": Reason::NotFound.as_str(), "presented_job_hash": presented }),
+                };
+                self.store
+                    .append_audit(ev, now)
+                    .await
+                    .map_err(unavailable)?;
+                return Err(refusal);
+            }
+            other => other?,
+        };
         let approvers: Vec<&str> = record
             .approvals
             .iter()
@@ -785,15 +803,17 @@ impl Engine {
             page_size,
             after,
         } = q;
-        let staff =
-            is_approver(who) || who.has(OPERATOR) || who.has(AUDITOR) || who.has(BREAKGLASS);
-        if !staff {
+        if !oversees_approvals(who) {
             return Err(Refusal::new(
                 Reason::PermissionDenied,
                 format!("`{}` holds no approver role", who.name),
             ));
         }
-        let limit = i64::from(page_size.clamp(1, 500));
+        let limit = i64::from(if page_size == 0 {
+            100
+        } else {
+            page_size.min(500)
+        });
         let states = if include_resolved || unacknowledged_overrides {
             vec![]
         } else {
@@ -1060,36 +1080,43 @@ impl Engine {
         let ids = self.store.due(now, 1000).await.map_err(unavailable)?;
         let (mut expired, mut escalated) = (0, 0);
         for id in ids {
-            let step: fn(&JobRecord, i64) -> Result<Transition, Refused> = approval::expire;
-            let res = self
-                .store
-                .transition(&id, now, Box::new(move |r| step(r, now)))
-                .await;
-            match res {
-                Ok(r) => {
-                    expired += 1;
-                    tracing::info!(job_id = %id, "job expired");
-                    self.publish("expiry", &r);
-                    continue;
-                }
-                Err(TransitionError::Refused(_)) | Err(TransitionError::NotFound) => {}
-                Err(TransitionError::Store(e)) => return Err(unavailable(e)),
-            }
-            match self
-                .store
-                .transition(&id, now, Box::new(move |r| approval::escalate(r, now)))
-                .await
+            if self
+                .sweep_step(&id, now, "expiry", approval::expire)
+                .await?
             {
-                Ok(r) => {
-                    escalated += 1;
-                    tracing::warn!(job_id = %id, "job escalated past its SLA");
-                    self.publish("escalation", &r);
-                }
-                Err(TransitionError::Refused(_)) | Err(TransitionError::NotFound) => {}
-                Err(TransitionError::Store(e)) => return Err(unavailable(e)),
+                expired += 1;
+                tracing::info!(job_id = %id, "job expired");
+            } else if self
+                .sweep_step(&id, now, "escalation", approval::escalate)
+                .await?
+            {
+                escalated += 1;
+                tracing::warn!(job_id = %id, "job escalated past its SLA");
             }
         }
         Ok((expired, escalated))
+    }
+
+    /// One sweep transition; false when it does not apply (any more).
+    async fn sweep_step(
+        &self,
+        id: &str,
+        now: i64,
+        kind: &'static str,
+        step: fn(&JobRecord, i64) -> Result<Transition, Refused>,
+    ) -> Result<bool, Refusal> {
+        match self
+            .store
+            .transition(id, now, Box::new(move |r| step(r, now)))
+            .await
+        {
+            Ok(r) => {
+                self.publish(kind, &r);
+                Ok(true)
+            }
+            Err(TransitionError::Refused(_)) | Err(TransitionError::NotFound) => Ok(false),
+            Err(TransitionError::Store(e)) => Err(unavailable(e)),
+        }
     }
 }
 

@@ -101,6 +101,17 @@ impl Directory {
         Ok(d)
     }
 
+    /// The identity an `Authorization: Bearer <token>` value names, for
+    /// every door that carries one: `Err` when the value is not of that
+    /// form, `Ok(None)` for a token nobody holds.
+    pub fn by_authorization(&self, value: &str) -> Result<Option<&Identity>, &'static str> {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or("the authorization metadata must be `Bearer <token>`")?;
+        Ok(self.by_token(token.trim()))
+    }
+
     /// The identity a bearer token belongs to.
     pub fn by_token(&self, token: &str) -> Option<&Identity> {
         self.by_token_hash

@@ -117,6 +117,12 @@ impl JobHash {
         Ok(JobHash(s.to_ascii_lowercase()))
     }
 
+    /// The hash of canonical job bytes already written by
+    /// [`Job::canonical_json`].
+    pub fn of_canonical(canonical_json: &str) -> JobHash {
+        JobHash(canonical::sha256_hex(canonical_json.as_bytes()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -611,7 +617,7 @@ impl Job {
 
     /// sha256 of the canonical job.
     pub fn hash(&self) -> JobHash {
-        JobHash(canonical::sha256_hex(self.canonical_json().as_bytes()))
+        JobHash::of_canonical(&self.canonical_json())
     }
 
     /// The job as JSON in the same shape [`Job::from_json`] reads, with

@@ -216,8 +216,6 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         force_policy = true;
     }
     config.validate()?;
-
-    let mut dev_tokens = Vec::new();
     if a.dev {
         if !config.grpc_listen.ip().is_loopback() {
             return Err(CliError(format!(
@@ -230,6 +228,23 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 "--dev makes its own identities; do not combine it with configured ones".into(),
             ));
         }
+    } else if config.identities.is_empty() {
+        return Err(CliError(
+            "no identities are configured, so nobody could call the server: add [[identities]] to the config (gavel token new makes tokens), or use --dev".into(),
+        ));
+    }
+    // Read once, before anything is created on disk: dev mode takes its
+    // approver roles from it and the engine activates it.
+    let initial = match &config.policy {
+        Some(p) => Some((
+            super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
+            p.clone(),
+        )),
+        None => None,
+    };
+
+    let mut dev_tokens = Vec::new();
+    if a.dev {
         std::fs::create_dir_all(&a.data_dir)
             .map_err(|e| CliError(format!("{}: cannot create: {e}", a.data_dir.display())))?;
         if a.database_url.is_none() {
@@ -238,12 +253,16 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         if a.receipt_key.is_none() {
             config.receipt_key = a.data_dir.join("receipt.key").display().to_string();
         }
-        let policy_path = config
-            .policy
-            .clone()
-            .unwrap_or_else(|| "policies/default.yaml".into());
-        let source = super::read_text(Path::new(&policy_path), super::MAX_POLICY_BYTES)?;
-        let roles = approver_roles(&source, &policy_path)?;
+        let roles = match &initial {
+            Some((source, file)) => approver_roles(source, file)?,
+            None => {
+                let file = "policies/default.yaml";
+                approver_roles(
+                    &super::read_text(Path::new(file), super::MAX_POLICY_BYTES)?,
+                    file,
+                )?
+            }
+        };
         dev_tokens = dev_identities(&a.data_dir, &roles)?;
         config.identities = dev_tokens
             .iter()
@@ -254,10 +273,6 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 acts_for: vec![],
             })
             .collect();
-    } else if config.identities.is_empty() {
-        return Err(CliError(
-            "no identities are configured, so nobody could call the server: add [[identities]] to the config (gavel token new makes tokens), or use --dev".into(),
-        ));
     }
     let directory = config.directory()?;
 
@@ -270,13 +285,6 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     let store = crate::store::open(&config.database_url, &config.replica_id)
         .await
         .map_err(|e| CliError(e.to_string()))?;
-    let initial = match &config.policy {
-        Some(p) => Some((
-            super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
-            p.clone(),
-        )),
-        None => None,
-    };
     let engine = Engine::start(
         store,
         Arc::new(SystemClock),

@@ -39,15 +39,10 @@ impl Grpc {
         let value = header
             .to_str()
             .map_err(|_| unauthenticated("the authorization metadata is not text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                unauthenticated("the authorization metadata must be `Bearer <token>`")
-            })?;
         self.engine
             .directory()
-            .by_token(token.trim())
+            .by_authorization(value)
+            .map_err(unauthenticated)?
             .cloned()
             .ok_or_else(|| unauthenticated("unknown token"))
     }
@@ -255,7 +250,6 @@ impl ApprovalService for Grpc {
         let who = self.caller(&req)?;
         let r = req.into_inner();
         let after = parse_page_token(&r.page_token)?;
-        let page_size = if r.page_size == 0 { 100 } else { r.page_size };
         let (items, next) = self
             .engine
             .list_approvals(
@@ -265,7 +259,7 @@ impl ApprovalService for Grpc {
                     tenant: (!r.tenant.is_empty()).then_some(r.tenant),
                     actionable_only: r.actionable_only,
                     unacknowledged_overrides: r.unacknowledged_overrides,
-                    page_size,
+                    page_size: r.page_size,
                     after,
                 },
             )
@@ -551,18 +545,16 @@ impl AuditService for Grpc {
     ) -> Result2<Self::ExportAuditStream> {
         let who = self.caller(&req)?;
         let r = req.into_inner();
-        let chains = if r.chain.is_empty() {
-            self.engine
-                .audit_chains(&who)
-                .await
-                .map_err(|r| status(&r))?
-        } else {
-            self.engine
-                .audit_chains(&who)
-                .await
-                .map_err(|r| status(&r))?;
-            vec![r.chain.clone()]
-        };
+        // Listing the chains also checks, before the stream starts, that
+        // the caller may read the log.
+        let mut chains = self
+            .engine
+            .audit_chains(&who)
+            .await
+            .map_err(|r| status(&r))?;
+        if !r.chain.is_empty() {
+            chains = vec![r.chain.clone()];
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
         tokio::spawn(async move {

@@ -206,49 +206,9 @@ async fn append(
     ev: &AuditEvent,
     now: i64,
 ) -> Result<(), StoreError> {
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, head_hash FROM audit_heads WHERE chain = ?")
-            .bind(chain)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (seq, prev) = head
-        .map(|(s, h)| (s + 1, h))
-        .unwrap_or((1, audit::GENESIS.to_owned()));
-    let hash = audit::entry_hash(
-        &prev,
-        chain,
-        seq,
-        now,
-        &ev.actor,
-        &ev.job_id,
-        &ev.snapshot_id,
-        ev.kind,
-        &ev.body,
-    );
-    sqlx::query(
-        "INSERT INTO audit (chain, seq, prev_hash, entry_hash, at, actor, job_id, snapshot_id, kind, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(chain)
-    .bind(seq)
-    .bind(&prev)
-    .bind(&hash)
-    .bind(now)
-    .bind(&ev.actor)
-    .bind(&ev.job_id)
-    .bind(&ev.snapshot_id)
-    .bind(ev.kind)
-    .bind(to_jcs(&ev.body))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO audit_heads (chain, seq, head_hash) VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash",
-    )
-    .bind(chain)
-    .bind(seq)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let mut audit = PendingAudit::start(conn, chain).await?;
+    audit.push(ev, now);
+    audit.flush(conn).await
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {

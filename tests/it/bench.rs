@@ -2,9 +2,9 @@
 //! `gavel serve --dev` process. It checks the report is well-formed and its
 //! counts add up; it asserts nothing about speed (BENCHMARKS.md does that).
 
+use super::helpers::listening_addr;
 use super::root;
 use serde_json::Value;
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 
 fn check_report(r: &Value, scenario: &str) {
@@ -59,18 +59,7 @@ fn every_bench_scenario_runs_and_reports_consistent_counts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = std::io::BufReader::new(server.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr = first
-        .strip_prefix("gavel listening on ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = listening_addr(&mut server);
     let server_url = format!("http://{addr}");
 
     let run = |args: &[&str]| -> Value {

@@ -1,5 +1,6 @@
 //! The `gavel` binary: outputs, JSON shapes and exit codes.
 
+use super::helpers::listening_addr;
 use super::root;
 use serde_json::Value;
 use std::io::Write;
@@ -354,7 +355,6 @@ fn the_readme_commands_work() {
 /// `gavel serve --dev` process (on a free port, in a scratch directory).
 #[test]
 fn the_readme_quickstart_runs_against_a_real_server() {
-    use std::io::BufRead;
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let after = readme
         .split("<!-- quickstart -->")
@@ -379,13 +379,7 @@ fn the_readme_quickstart_runs_against_a_real_server() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("gavel listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
+    let addr = listening_addr(&mut server);
 
     let path = format!(
         "{}:{}",
@@ -531,7 +525,6 @@ fn client_refusals_exit_1_with_their_reason() {
 /// override it, and refuses unsafe or unusable setups with a clear message.
 #[test]
 fn serve_configuration_and_refusals() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_gavel");
     let token = "cfg-test-token";
@@ -552,18 +545,7 @@ fn serve_configuration_and_refusals() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = std::io::BufReader::new(server.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr = first
-        .strip_prefix("gavel listening on ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = listening_addr(&mut server);
     let show = gavel(&[
         "policy",
         "list",

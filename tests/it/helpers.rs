@@ -379,3 +379,19 @@ pub async fn bind_hash(
 pub fn state(r: &pb::JobRecord) -> pb::JobState {
     pb::JobState::try_from(r.state).unwrap()
 }
+
+/// The address a spawned `gavel serve` (stdout piped) announces on its
+/// first line, `gavel listening on ADDR ...`.
+pub fn listening_addr(server: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let first = std::io::BufReader::new(server.stdout.take().expect("stdout is piped"))
+        .lines()
+        .next()
+        .expect("a first line")
+        .expect("readable");
+    first
+        .strip_prefix("gavel listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the server did not start: {first}"))
+        .to_owned()
+}

@@ -5,7 +5,6 @@ use super::helpers::*;
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use pb::JobState as S;
-use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
@@ -35,16 +34,7 @@ impl Replica {
             .stderr(Stdio::null())
             .spawn()
             .expect("start gavel serve");
-        let first = std::io::BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .next()
-            .expect("a first line")
-            .expect("readable");
-        let addr = first
-            .strip_prefix("gavel listening on ")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("replica {id} did not start: {first}"))
-            .to_owned();
+        let addr = listening_addr(&mut child);
         Replica { child, addr }
     }
 
