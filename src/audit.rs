@@ -14,6 +14,102 @@ use serde_json::{Value, json};
 /// The `prev_hash` of a chain's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Defines the event kinds once: each variant and its stored name.
+macro_rules! kinds {
+    ($($variant:ident => $name:literal,)*) => {
+        /// What an audit entry records (SPEC §10). The stored and wire name
+        /// of each kind is written here and nowhere else.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum EventKind {
+            $($variant,)*
+        }
+
+        impl EventKind {
+            pub const ALL: &[EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The name stored in the log, e.g. `bind_refused`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Decision => "decision",
+    Approval => "approval",
+    Rejection => "rejection",
+    Override => "override",
+    OverrideAck => "override_ack",
+    Cancel => "cancel",
+    Escalation => "escalation",
+    Expiry => "expiry",
+    Bind => "bind",
+    BindRefused => "bind_refused",
+    Outcome => "outcome",
+    PolicyReload => "policy_reload",
+    SnapshotRevoked => "snapshot_revoked",
+}
+
+impl EventKind {
+    /// The kind a stored name names, when it names one.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to append: what happened, by whom, to which job under which
+/// snapshot. The store gives it its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub kind: EventKind,
+    pub actor: String,
+    /// Empty for events about no job (policy reloads, revocations).
+    pub job_id: String,
+    pub snapshot_id: String,
+    pub body: Value,
+}
+
+impl AuditEvent {
+    /// A snapshot became the active one of its scope.
+    pub fn policy_reload(
+        actor: &str,
+        scope: &str,
+        snapshot_id: &str,
+        name: &str,
+        rules: i64,
+        previous: Option<&str>,
+    ) -> AuditEvent {
+        AuditEvent {
+            kind: EventKind::PolicyReload,
+            actor: actor.to_owned(),
+            job_id: String::new(),
+            snapshot_id: snapshot_id.to_owned(),
+            body: json!({ "previous": previous, "name": name, "rules": rules, "scope": scope }),
+        }
+    }
+
+    /// A snapshot was revoked: its jobs can no longer be bound.
+    pub fn snapshot_revoked(actor: &str, snapshot_id: &str, reason: &str) -> AuditEvent {
+        AuditEvent {
+            kind: EventKind::SnapshotRevoked,
+            actor: actor.to_owned(),
+            job_id: String::new(),
+            snapshot_id: snapshot_id.to_owned(),
+            body: json!({ "reason": reason }),
+        }
+    }
+}
+
 /// One stored audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -26,52 +122,70 @@ pub struct AuditEntry {
     pub actor: String,
     pub job_id: String,
     pub snapshot_id: String,
+    /// Kept as stored: a tampered row with an unknown kind must still be
+    /// read, so verification can name it.
     pub kind: String,
     pub body: Value,
 }
 
-/// The hash an entry must carry, given its fields and its predecessor's hash.
-#[allow(clippy::too_many_arguments)]
-pub fn entry_hash(
-    prev_hash: &str,
-    chain: &str,
-    seq: i64,
-    at: i64,
-    actor: &str,
-    job_id: &str,
-    snapshot_id: &str,
-    kind: &str,
-    body: &Value,
-) -> String {
-    let entry = json!({
-        "chain": chain,
-        "seq": seq,
-        "at": at,
-        "actor": actor,
-        "job_id": job_id,
-        "snapshot_id": snapshot_id,
-        "kind": kind,
-        "body": body,
-    });
-    let mut bytes = prev_hash.as_bytes().to_vec();
-    bytes.extend_from_slice(to_jcs(&entry).as_bytes());
-    sha256_hex(&bytes)
+impl AuditEntry {
+    /// The hash this entry's content and `prev_hash` imply:
+    /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body}))`.
+    pub fn expected_hash(&self) -> String {
+        let entry = json!({
+            "chain": self.chain,
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "job_id": self.job_id,
+            "snapshot_id": self.snapshot_id,
+            "kind": self.kind,
+            "body": self.body,
+        });
+        let mut bytes = self.prev_hash.as_bytes().to_vec();
+        bytes.extend_from_slice(to_jcs(&entry).as_bytes());
+        sha256_hex(&bytes)
+    }
 }
 
-impl AuditEntry {
-    /// The hash this entry's content implies.
-    pub fn expected_hash(&self) -> String {
-        entry_hash(
-            &self.prev_hash,
-            &self.chain,
-            self.seq,
-            self.at,
-            &self.actor,
-            &self.job_id,
-            &self.snapshot_id,
-            &self.kind,
-            &self.body,
-        )
+/// The head of one chain while entries are appended to it: the last seq
+/// and hash. Both stores append through this, so an entry is built the
+/// same way whichever database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    /// The head of a chain with no entries.
+    pub fn genesis(chain: &str) -> ChainHead {
+        ChainHead {
+            chain: chain.to_owned(),
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
+
+    /// The next entry of the chain for `event` at `at`, and the head moved past it.
+    pub fn append(&mut self, event: &AuditEvent, at: i64) -> AuditEntry {
+        let mut entry = AuditEntry {
+            chain: self.chain.clone(),
+            seq: self.seq + 1,
+            prev_hash: self.hash.clone(),
+            entry_hash: String::new(),
+            at,
+            actor: event.actor.clone(),
+            job_id: event.job_id.clone(),
+            snapshot_id: event.snapshot_id.clone(),
+            kind: event.kind.as_str().to_owned(),
+            body: event.body.clone(),
+        };
+        entry.entry_hash = entry.expected_hash();
+        self.seq = entry.seq;
+        self.hash.clone_from(&entry.entry_hash);
+        entry
     }
 }
 
@@ -155,37 +269,42 @@ mod tests {
     use super::*;
 
     fn chain(n: i64) -> Vec<AuditEntry> {
-        let mut prev = GENESIS.to_owned();
+        let mut head = ChainHead::genesis("main");
         (1..=n)
             .map(|seq| {
-                let body = json!({ "n": seq });
-                let h = entry_hash(
-                    &prev,
-                    "main",
-                    seq,
-                    1000 + seq,
-                    "alice",
-                    "job-1",
-                    "snap",
-                    "approval",
-                    &body,
-                );
-                let e = AuditEntry {
-                    chain: "main".into(),
-                    seq,
-                    prev_hash: prev.clone(),
-                    entry_hash: h.clone(),
-                    at: 1000 + seq,
+                let event = AuditEvent {
+                    kind: EventKind::Approval,
                     actor: "alice".into(),
                     job_id: "job-1".into(),
                     snapshot_id: "snap".into(),
-                    kind: "approval".into(),
-                    body,
+                    body: json!({ "n": seq }),
                 };
-                prev = h;
-                e
+                head.append(&event, 1000 + seq)
             })
             .collect()
+    }
+
+    #[test]
+    fn appending_links_each_entry_to_the_last() {
+        let c = chain(3);
+        assert_eq!(c[0].prev_hash, GENESIS);
+        assert_eq!(c[0].seq, 1);
+        assert_eq!(c[1].prev_hash, c[0].entry_hash);
+        assert_eq!(c[2].seq, 3);
+        assert_eq!(c[2].kind, "approval");
+        // The hash covers the content: a changed body is a changed hash.
+        let mut other = c[2].clone();
+        other.body = json!({ "n": 4 });
+        assert_ne!(other.expected_hash(), c[2].entry_hash);
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_name() {
+        for &k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert_eq!(EventKind::parse("update"), None);
     }
 
     fn verify(entries: &[AuditEntry]) -> ChainReport {

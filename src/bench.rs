@@ -11,7 +11,6 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::approval_service_client::ApprovalServiceClient;
 use crate::proto::v1::decision_service_client::DecisionServiceClient;
 use crate::proto::v1::policy_service_client::PolicyServiceClient;
-use crate::refusal::Reason;
 use crate::service::convert;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -217,7 +216,7 @@ impl Tally {
         }
         if let Err(s) = outcome {
             let reason = convert::error_detail(s)
-                .and_then(|d| Reason::from_proto(d.reason))
+                .and_then(|d| crate::service::status::reason_from_proto(d.reason))
                 .map_or("NONE".to_owned(), |r| r.as_str().to_owned());
             if let Ok(mut m) = self.reasons.lock() {
                 *m.entry(reason).or_default() += 1;

@@ -9,6 +9,18 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
 }
 
+/// A fresh time-ordered id (UUIDv7) whose time part is `now_ms` from the
+/// injected clock, so ids of jobs, decisions and binds agree with every
+/// other time the server records. Ids made in one process are ordered.
+pub fn id_at(now_ms: i64) -> String {
+    use std::sync::{LazyLock, Mutex};
+    static CONTEXT: LazyLock<Mutex<uuid::ContextV7>> =
+        LazyLock::new(|| Mutex::new(uuid::ContextV7::new()));
+    let ms = u64::try_from(now_ms).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(&*CONTEXT, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

@@ -84,9 +84,9 @@ impl JobId {
         Ok(JobId(s.to_owned()))
     }
 
-    /// A fresh UUIDv7 (time-ordered), for jobs submitted without an id.
-    pub fn generate() -> JobId {
-        JobId(uuid::Uuid::now_v7().to_string())
+    /// A fresh UUIDv7 at `now_ms` (time-ordered), for jobs submitted without an id.
+    pub fn generate(now_ms: i64) -> JobId {
+        JobId(crate::clock::id_at(now_ms))
     }
 
     pub fn as_str(&self) -> &str {
@@ -100,10 +100,24 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Lowercase hex sha256 of a job's canonical document.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
+/// Lowercase hex sha256 of a job's canonical document. Compared exactly:
+/// parsing normalises case, so two equal hashes are equal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct JobHash(String);
+
+impl TryFrom<String> for JobHash {
+    type Error = String;
+    fn try_from(s: String) -> Result<JobHash, String> {
+        JobHash::parse(&s).map_err(|e| e.message)
+    }
+}
+
+impl From<JobHash> for String {
+    fn from(h: JobHash) -> String {
+        h.0
+    }
+}
 
 impl JobHash {
     /// Accepts 64 hex digits in either case and normalises to lowercase.
@@ -824,9 +838,15 @@ mod tests {
         assert!(JobId::parse(&"a".repeat(129)).is_err());
         assert!(JobId::parse("").is_err());
         assert!(JobId::parse("é").is_err());
-        let g = JobId::generate();
+        let at = 1_800_000_000_123;
+        let g = JobId::generate(at);
         assert!(JobId::parse(g.as_str()).is_ok());
-        assert_ne!(g, JobId::generate());
+        assert_ne!(g, JobId::generate(at));
+        // The id carries the injected time: UUIDv7 keeps milliseconds in
+        // its first 48 bits.
+        let ms = u64::from_str_radix(&g.as_str().replace('-', "")[..12], 16).unwrap();
+        assert_eq!(ms, at as u64);
+        assert!(JobId::generate(at + 1).as_str() > g.as_str());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! gavel: a policy decision point with approval binding for autonomous agents.
 //!
-//! The pure core (`policy`, `job`, `canonical`) knows nothing of sockets,
-//! databases or files; the command line in `cli` is a thin shell around it.
+//! The pure core (`policy`, `job`, `canonical`, `approval`, `audit`,
+//! `refusal`) knows nothing of sockets, databases or files. `store` is the
+//! only place with SQL; `engine` runs the core through the store and is
+//! what every door calls; the doors in `service` (gRPC today) and the
+//! command line in `cli` only authenticate and translate.
 
 pub mod approval;
 pub mod audit;

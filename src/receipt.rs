@@ -115,28 +115,33 @@ pub fn jwks(public: &VerifyingKey, kid: &str) -> Value {
     })
 }
 
+/// What a receipt says about one bind.
+#[derive(Debug, Clone)]
+pub struct Claims<'a> {
+    pub job_id: &'a str,
+    pub job_hash: &'a str,
+    pub policy_snapshot: &'a str,
+    pub decision: &'a str,
+    pub bind_id: &'a str,
+    /// Who approved, in order.
+    pub approvers: Vec<&'a str>,
+    pub constraints: &'a Value,
+    /// Issued at, seconds since the epoch; the receipt expires a day later.
+    pub iat: i64,
+}
+
 /// The receipt payload for a bind.
-#[allow(clippy::too_many_arguments)]
-pub fn payload(
-    job_id: &str,
-    job_hash: &str,
-    snapshot: &str,
-    decision: &str,
-    bind_id: &str,
-    approvers: &[&str],
-    constraints: &Value,
-    iat: i64,
-) -> Value {
+pub fn payload(c: &Claims<'_>) -> Value {
     json!({
-        "job_id": job_id,
-        "job_hash": job_hash,
-        "policy_snapshot": snapshot,
-        "decision": decision,
-        "bind_id": bind_id,
-        "approvers": approvers,
-        "constraints": constraints,
-        "iat": iat,
-        "exp": iat + RECEIPT_LIFETIME_SECS,
+        "job_id": c.job_id,
+        "job_hash": c.job_hash,
+        "policy_snapshot": c.policy_snapshot,
+        "decision": c.decision,
+        "bind_id": c.bind_id,
+        "approvers": c.approvers,
+        "constraints": c.constraints,
+        "iat": c.iat,
+        "exp": c.iat + RECEIPT_LIFETIME_SECS,
     })
 }
 
@@ -194,30 +199,23 @@ mod tests {
     #[test]
     fn receipts_verify_and_tampering_is_caught() {
         let signer = ReceiptSigner::from_seed([7; 32]);
-        let p = payload(
-            "j",
-            &"a".repeat(64),
-            "cfg:x",
-            "allow",
-            "b1",
-            &["alice"],
-            &json!({}),
-            1000,
-        );
+        let (a, b, none) = ("a".repeat(64), "b".repeat(64), json!({}));
+        let claims = |hash| Claims {
+            job_id: "j",
+            job_hash: hash,
+            policy_snapshot: "cfg:x",
+            decision: "allow",
+            bind_id: "b1",
+            approvers: vec!["alice"],
+            constraints: &none,
+            iat: 1000,
+        };
+        let p = payload(&claims(&a));
         let r = signer.sign(&p);
         assert_eq!(verify(&r, &signer.jwks()).unwrap(), p);
         // Change one character of the payload.
         let mut parts: Vec<String> = r.split('.').map(str::to_owned).collect();
-        let other = payload(
-            "j",
-            &"b".repeat(64),
-            "cfg:x",
-            "allow",
-            "b1",
-            &["alice"],
-            &json!({}),
-            1000,
-        );
+        let other = payload(&claims(&b));
         parts[1] = B64.encode(to_jcs(&other));
         assert!(verify(&parts.join("."), &signer.jwks()).is_err());
         // Another key.

@@ -1,11 +1,12 @@
-//! Why a request was refused: a machine-readable reason (the `Reason` enum of
-//! the wire contract), the field at fault when there is one, and a message
-//! for people. Every door reports refusals with these. Pure.
+//! Why a request was refused: a machine-readable reason (named like the
+//! `Reason` enum of the wire contract), the field at fault when there is
+//! one, and a message for people. Every door reports refusals with these;
+//! each door maps them to its own codes (`service::status`). Pure: no
+//! transport here.
 
 use std::fmt;
 
-/// Defines the reasons once: each variant, its wire name, and (by the same
-/// identifier) its `gavel.v1.Reason` value.
+/// Defines the reasons once: each variant and its wire name.
 macro_rules! reasons {
     ($($variant:ident => $name:literal,)*) => {
         /// Every refusal reason; names match `gavel.v1.Reason` without its
@@ -16,20 +17,13 @@ macro_rules! reasons {
             $($variant,)*
         }
 
-        const ALL: &[Reason] = &[$(Reason::$variant,)*];
-
         impl Reason {
+            pub const ALL: &[Reason] = &[$(Reason::$variant,)*];
+
             /// The name as it appears on the wire and in CLI output, e.g. `HASH_MISMATCH`.
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Reason::$variant => $name,)*
-                }
-            }
-
-            /// The wire enum value (`gavel.v1.Reason`).
-            pub fn to_proto(self) -> i32 {
-                match self {
-                    $(Reason::$variant => crate::proto::v1::Reason::$variant as i32,)*
                 }
             }
         }
@@ -71,43 +65,9 @@ reasons! {
 }
 
 impl Reason {
-    /// The gRPC status code a refusal for this reason carries. This and
-    /// [`Reason::http_status`] are the one place mapping reasons to codes.
-    pub fn grpc_code(self) -> tonic::Code {
-        use Reason::*;
-        use tonic::Code;
-        match self {
-            NotFound => Code::NotFound,
-            InvalidArgument | ReasonRequired | PolicyInvalid => Code::InvalidArgument,
-            Unauthenticated => Code::Unauthenticated,
-            PermissionDenied | NotEligible | SelfApproval | ChannelNotAllowed | NotRequester
-            | SelfAcknowledge => Code::PermissionDenied,
-            AlreadyExists => Code::AlreadyExists,
-            Unavailable => Code::Unavailable,
-            Internal => Code::Internal,
-            HashMismatch | SnapshotMismatch | SnapshotRevoked | SnapshotStale | Denied
-            | Pending | Rejected | Expired | Cancelled | AlreadyBound | AlreadyApproved
-            | NotPending | StaleReview | NotOverridable | NotBound | BindIdMismatch
-            | GateUnsatisfiable => Code::FailedPrecondition,
-        }
-    }
-
-    /// The HTTP status a refusal for this reason carries.
-    pub fn http_status(self) -> u16 {
-        match self.grpc_code() {
-            tonic::Code::NotFound => 404,
-            tonic::Code::InvalidArgument => 400,
-            tonic::Code::Unauthenticated => 401,
-            tonic::Code::PermissionDenied => 403,
-            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => 409,
-            tonic::Code::Unavailable => 503,
-            _ => 500,
-        }
-    }
-
-    /// The reason a wire value names, when it names one.
-    pub fn from_proto(v: i32) -> Option<Reason> {
-        ALL.iter().copied().find(|r| r.to_proto() == v)
+    /// The reason a wire name names, when it names one.
+    pub fn parse(name: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == name)
     }
 }
 
@@ -156,12 +116,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reason_round_trips_through_the_wire_enum() {
-        for &r in ALL {
-            assert_eq!(Reason::from_proto(r.to_proto()), Some(r));
-            let proto = crate::proto::v1::Reason::try_from(r.to_proto()).unwrap();
-            assert_eq!(proto.as_str_name(), format!("REASON_{}", r.as_str()));
+    fn every_reason_parses_from_its_name() {
+        for &r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
         }
-        assert_eq!(Reason::from_proto(0), None);
+        assert_eq!(Reason::parse("REASON_NOT_FOUND"), None);
     }
 }

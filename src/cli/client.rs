@@ -12,7 +12,6 @@ use crate::proto::v1::approval_service_client::ApprovalServiceClient;
 use crate::proto::v1::audit_service_client::AuditServiceClient;
 use crate::proto::v1::decision_service_client::DecisionServiceClient;
 use crate::proto::v1::policy_service_client::PolicyServiceClient;
-use crate::refusal::Reason;
 use crate::service::convert;
 use clap::Args;
 use serde_json::{Value, json};
@@ -92,7 +91,7 @@ impl Conn {
 /// A refused call as a CLI error naming its reason.
 pub fn refused(s: tonic::Status) -> CliError {
     let reason = convert::error_detail(&s)
-        .and_then(|d| Reason::from_proto(d.reason))
+        .and_then(|d| crate::service::status::reason_from_proto(d.reason))
         .map_or_else(
             || format!("{:?}", s.code()).to_uppercase(),
             |r| r.as_str().to_owned(),

@@ -277,24 +277,10 @@ async fn verify_offline(url: &str, output: Output) -> Result<ExitCode, CliError>
     let store = crate::store::open(url, "main")
         .await
         .map_err(|e| CliError(e.to_string()))?;
-    let mut reports = Vec::new();
-    for chain in store.chains().await.map_err(|e| CliError(e.to_string()))? {
-        let mut v = crate::audit::ChainVerifier::new(&chain);
-        let mut after = 0;
-        loop {
-            let page = store
-                .audit_page(&chain, after, 5000)
-                .await
-                .map_err(|e| CliError(e.to_string()))?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for e in &page {
-                v.push(e);
-            }
-        }
-        reports.push(v.finish());
-    }
-    Ok(client::print_verification(&reports, output))
+    let v = crate::engine::verify_chains(store.as_ref())
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
+    Ok(client::print_verification(&v.chains, output))
 }
 
 /// An error that ends a command: a message that already says what and where.

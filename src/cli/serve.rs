@@ -3,7 +3,7 @@
 use super::{CliError, Output, print_json};
 use crate::clock::SystemClock;
 use crate::config::{Config, IdentityConfig};
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::{Engine, EngineOptions, EngineSettings, InitialPolicy};
 use crate::identity::{self, AGENT, AUDITOR, BREAKGLASS, EXECUTOR, OPERATOR};
 use crate::policy;
 use crate::server::{ServeOptions, serve, shutdown_signal};
@@ -210,10 +210,10 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             *slot = v;
         }
     }
-    let mut force_policy = false;
+    let mut force = false;
     if let Some(p) = &a.policy {
         config.policy = Some(p.display().to_string());
-        force_policy = true;
+        force = true;
     }
     config.validate()?;
     if a.dev {
@@ -236,10 +236,11 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     // Read once, before anything is created on disk: dev mode takes its
     // approver roles from it and the engine activates it.
     let initial = match &config.policy {
-        Some(p) => Some((
-            super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
-            p.clone(),
-        )),
+        Some(p) => Some(InitialPolicy {
+            source: super::read_text(Path::new(p), super::MAX_POLICY_BYTES)?,
+            file: p.clone(),
+            force,
+        }),
         None => None,
     };
 
@@ -254,7 +255,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             config.receipt_key = a.data_dir.join("receipt.key").display().to_string();
         }
         let roles = match &initial {
-            Some((source, file)) => approver_roles(source, file)?,
+            Some(p) => approver_roles(&p.source, &p.file)?,
             None => {
                 let file = "policies/default.yaml";
                 approver_roles(
@@ -285,19 +286,18 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     let store = crate::store::open(&config.database_url, &config.replica_id)
         .await
         .map_err(|e| CliError(e.to_string()))?;
-    let engine = Engine::start(
+    let engine = Engine::start(EngineSettings {
         store,
-        Arc::new(SystemClock),
+        clock: Arc::new(SystemClock),
         directory,
-        EngineSettings {
+        signer: crate::receipt::ReceiptSigner::load_or_create(Path::new(&config.receipt_key))?,
+        policy: initial,
+        options: EngineOptions {
             limits: config.limits.clone(),
             require_active_snapshot: config.bind.require_active_snapshot,
-            ..EngineSettings::default()
+            ..EngineOptions::default()
         },
-        initial,
-        force_policy,
-        crate::receipt::ReceiptSigner::load_or_create(Path::new(&config.receipt_key))?,
-    )
+    })
     .await
     .map_err(|e| CliError(e.to_string()))?;
 

@@ -28,9 +28,24 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// A snapshot id: `cfg:<policy name>:policy#sha256:<64 hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct SnapshotId(String);
+
+impl TryFrom<String> for SnapshotId {
+    type Error = String;
+    fn try_from(s: String) -> Result<SnapshotId, String> {
+        SnapshotId::parse(&s)
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(s: SnapshotId) -> String {
+        s.0
+    }
+}
 
 impl SnapshotId {
     fn new(name: &str, sha256: &str) -> SnapshotId {
@@ -76,6 +91,46 @@ impl SnapshotId {
 }
 
 impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which active policy a job is decided under. There is one scope today,
+/// `system`; per-tenant policies will add one scope per tenant without
+/// changing how a decision finds its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(String);
+
+impl Scope {
+    /// The scope of the installation-wide policy.
+    pub const SYSTEM: &'static str = "system";
+
+    pub fn system() -> Scope {
+        Scope(Scope::SYSTEM.to_owned())
+    }
+
+    /// A scope name: 1-64 characters of `[A-Za-z0-9._-]`.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(Scope(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid policy scope `{s}`: use 1-64 characters of [A-Za-z0-9._-]"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

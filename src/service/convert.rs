@@ -1,8 +1,10 @@
-//! Conversions between the wire types of `gavel.v1` and the core's types,
-//! and the one encoding of refusals as gRPC statuses.
+//! Conversions between the wire types of `gavel.v1` and the engine's
+//! door-neutral values, and the one encoding of refusals as gRPC statuses.
 
-use crate::approval::{ApprovalEntry, JobRecord, JobState};
+use super::status::{grpc_code, reason_to_proto};
+use crate::approval::{ApprovalEntry, JobState};
 use crate::audit::AuditEntry;
+use crate::engine::{ApprovalView, GateView, JobView};
 use crate::job::{JobInput, Proposal};
 use crate::policy::{Channel, Decision, Evaluation, Finding, Gate, Severity};
 use crate::proto::rpc;
@@ -20,16 +22,12 @@ pub const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/gavel.v1.ErrorDetail";
 /// A refusal as a gRPC status: the code for its reason, the message, and a
 /// `google.rpc.Status` with one `gavel.v1.ErrorDetail` in the details.
 pub fn status(r: &Refusal) -> tonic::Status {
-    status_with_state(r, None)
-}
-
-pub fn status_with_state(r: &Refusal, state: Option<JobState>) -> tonic::Status {
-    let code = r.reason.grpc_code();
+    let code = grpc_code(r.reason);
     let detail = pb::ErrorDetail {
-        reason: r.reason.to_proto(),
+        reason: reason_to_proto(r.reason),
         field: r.field.clone().unwrap_or_default(),
         message: r.message.clone(),
-        state: state.map_or(0, state_to_proto),
+        state: 0,
     };
     let rich = rpc::Status {
         code: code as i32,
@@ -248,7 +246,7 @@ pub fn duration(secs: u64) -> prost_types::Duration {
     }
 }
 
-pub fn gate(g: &Gate, filled: u32) -> pb::Gate {
+pub fn gate(g: &Gate, filled: &GateView) -> pb::Gate {
     pb::Gate {
         approvers: g.approvers,
         roles: g.roles.clone(),
@@ -257,7 +255,7 @@ pub fn gate(g: &Gate, filled: u32) -> pb::Gate {
         timeout: Some(duration(g.timeout_seconds)),
         bind_within: Some(duration(g.bind_within_seconds)),
         channels: g.channels.iter().map(|c| channel_to_proto(*c)).collect(),
-        filled,
+        filled: filled.filled,
     }
 }
 
@@ -273,63 +271,48 @@ pub fn summary(e: &Evaluation) -> pb::DecisionSummary {
     }
 }
 
-pub fn approval(a: &ApprovalEntry, role: Option<&str>) -> pb::Approval {
+pub fn approval(a: &ApprovalEntry, v: &ApprovalView) -> pb::Approval {
     pb::Approval {
         approver: a.approver.clone(),
         reason: a.reason.clone(),
         note: a.note.clone(),
         at: Some(timestamp(a.at)),
         channel: channel_to_proto(a.channel),
-        role: role.unwrap_or("").to_owned(),
-        job_hash: a.job_hash.clone(),
-        policy_snapshot: a.snapshot_id.clone(),
+        role: v.role.clone().unwrap_or_default(),
+        job_hash: a.job_hash.to_string(),
+        policy_snapshot: a.snapshot_id.to_string(),
     }
 }
 
-/// The approvals of a record, each with the role it fills in the current assignment.
-pub fn approvals(r: &JobRecord) -> Vec<pb::Approval> {
-    let assignment = r.assignment();
-    r.approvals
-        .iter()
-        .zip(assignment)
-        .map(|(a, g)| {
-            let role = g.and_then(|g| {
-                let gate = &r.evaluation.gates[g];
-                a.roles
-                    .iter()
-                    .find(|x| gate.roles.contains(x))
-                    .map(String::as_str)
-            });
-            approval(a, role)
-        })
-        .collect()
+/// The approvals of a job, each with the role it fills in the current assignment.
+pub fn approvals(v: &JobView) -> Vec<pb::Approval> {
+    v.approvals().map(|(a, av)| approval(a, av)).collect()
 }
 
-/// The wire record of a job, as seen at `now` (a job past its deadline
+fn gates(v: &JobView) -> Vec<pb::Gate> {
+    v.gates().map(|(g, gv)| gate(g, gv)).collect()
+}
+
+/// The wire record of a job as the view read it (a job past its deadline
 /// reads as expired even before the sweeper records it).
-pub fn record(r: &JobRecord, now: i64) -> pb::JobRecord {
+pub fn record(v: &JobView) -> pb::JobRecord {
+    let r = &v.record;
     let e = &r.evaluation;
-    let filled = r.filled();
     pb::JobRecord {
         job: Some(job_from_canonical(&r.job_id, &r.canonical_job)),
-        job_hash: r.job_hash.clone(),
-        state: state_to_proto(r.effective_state(now)),
+        job_hash: r.job_hash.to_string(),
+        state: state_to_proto(v.state),
         decision: decision_to_proto(e.decision),
         primary_rule: e.primary_rule.clone(),
         matched_rules: e.matched_rules.clone(),
         reason: e.reason.clone(),
-        policy_snapshot: r.snapshot_id.clone(),
+        policy_snapshot: r.snapshot_id.to_string(),
         approval_required: e.approval_required,
-        gates: e
-            .gates
-            .iter()
-            .zip(filled)
-            .map(|(g, f)| gate(g, f))
-            .collect(),
+        gates: gates(v),
         decision_summary: Some(summary(e)),
         constraints: Some(constraints(&e.constraints)),
         requester: r.requester.clone(),
-        approvals: approvals(r),
+        approvals: approvals(v),
         created_at: Some(timestamp(r.created_at)),
         updated_at: Some(timestamp(r.updated_at)),
         expires_at: r.expires_at.map(timestamp),
@@ -347,25 +330,20 @@ pub fn record(r: &JobRecord, now: i64) -> pb::JobRecord {
     }
 }
 
-pub fn decide_response(r: &JobRecord, replayed: bool, now: i64) -> pb::DecideResponse {
+pub fn decide_response(v: &JobView, replayed: bool) -> pb::DecideResponse {
+    let r = &v.record;
     let e = &r.evaluation;
-    let filled = r.filled();
     pb::DecideResponse {
         decision: decision_to_proto(e.decision),
         primary_rule: e.primary_rule.clone(),
         matched_rules: e.matched_rules.clone(),
         reason: e.reason.clone(),
-        policy_snapshot: r.snapshot_id.clone(),
-        job_hash: r.job_hash.clone(),
+        policy_snapshot: r.snapshot_id.to_string(),
+        job_hash: r.job_hash.to_string(),
         job_id: r.job_id.clone(),
-        state: state_to_proto(r.effective_state(now)),
+        state: state_to_proto(v.state),
         approval_required: e.approval_required,
-        gates: e
-            .gates
-            .iter()
-            .zip(filled)
-            .map(|(g, f)| gate(g, f))
-            .collect(),
+        gates: gates(v),
         decision_summary: Some(summary(e)),
         constraints: Some(constraints(&e.constraints)),
         expires_at: r.expires_at.map(timestamp),
@@ -386,7 +364,19 @@ pub fn evaluation_response(e: &Evaluation, job_hash: &str, snapshot: &str) -> pb
         job_id: String::new(),
         state: 0,
         approval_required: e.approval_required,
-        gates: e.gates.iter().map(|g| gate(g, 0)).collect(),
+        gates: e
+            .gates
+            .iter()
+            .map(|g| {
+                gate(
+                    g,
+                    &GateView {
+                        filled: 0,
+                        filled_by: Vec::new(),
+                    },
+                )
+            })
+            .collect(),
         decision_summary: Some(summary(e)),
         constraints: Some(constraints(&e.constraints)),
         expires_at: None,
@@ -398,7 +388,7 @@ pub fn evaluation_response(e: &Evaluation, job_hash: &str, snapshot: &str) -> pb
 
 pub fn snapshot(row: &SnapshotRow, active: bool, with_source: bool) -> pb::Snapshot {
     pb::Snapshot {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         name: row.name.clone(),
         version: row.version.unwrap_or(0) as u64,
         sha256: row.sha256.clone(),

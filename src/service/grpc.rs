@@ -2,7 +2,7 @@
 //! call the engine, translate the answer. No rule lives here.
 
 use super::convert::{self, invalid, status};
-use crate::engine::{Approve, BindContent, Engine, ListQuery};
+use crate::engine::{ApprovalQuery, Approve, BindContent, Engine, ExportFilter};
 use crate::identity::Identity;
 use crate::policy::Channel;
 use crate::proto::v1 as pb;
@@ -13,9 +13,7 @@ use crate::proto::v1::policy_service_server::PolicyService;
 use crate::refusal::{Reason, Refusal};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// The four gavel services over one engine.
@@ -55,22 +53,9 @@ fn ok<T>(v: T) -> Result2<T> {
     Ok(Response::new(v))
 }
 
-fn page_token(cursor: Option<(i64, String)>) -> String {
-    cursor.map_or(String::new(), |(at, id)| format!("{at}:{id}"))
-}
-
-fn parse_page_token(t: &str) -> std::result::Result<Option<(i64, String)>, Status> {
-    if t.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        status(&invalid(
-            "page_token",
-            "not a page token this server issued",
-        ))
-    };
-    let (at, id) = t.split_once(':').ok_or_else(bad)?;
-    Ok(Some((at.parse().map_err(|_| bad())?, id.to_owned())))
+/// An optional string field: empty means absent.
+fn given(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
 }
 
 #[tonic::async_trait]
@@ -83,11 +68,7 @@ impl DecisionService for Grpc {
             .decide(&who, input)
             .await
             .map_err(|r| status(&r))?;
-        ok(convert::decide_response(
-            &d.record,
-            d.replayed,
-            self.engine.now(),
-        ))
+        ok(convert::decide_response(&d.view, d.replayed))
     }
 
     async fn bind(&self, req: Request<pb::BindRequest>) -> Result2<pb::BindResponse> {
@@ -110,15 +91,15 @@ impl DecisionService for Grpc {
             .bind(&who, &r.job_id, content, &r.policy_snapshot)
             .await
             .map_err(|r| status(&r))?;
-        let rec = &b.record;
+        let rec = &b.view.record;
         ok(pb::BindResponse {
             bind_id: b.bind_id.clone(),
             job_id: rec.job_id.clone(),
-            job_hash: rec.job_hash.clone(),
-            policy_snapshot: rec.snapshot_id.clone(),
+            job_hash: rec.job_hash.to_string(),
+            policy_snapshot: rec.snapshot_id.to_string(),
             decision: convert::decision_to_proto(rec.evaluation.decision),
             constraints: Some(convert::constraints(&rec.evaluation.constraints)),
-            approvals: convert::approvals(rec),
+            approvals: convert::approvals(&b.view),
             canonical_job: rec.canonical_job.clone(),
             receipt: b.receipt.clone(),
             bound_at: rec.bound_at.map(convert::timestamp),
@@ -148,7 +129,7 @@ impl DecisionService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::ReportOutcomeResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -161,7 +142,7 @@ impl DecisionService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::CancelResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -173,7 +154,7 @@ impl DecisionService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::GetJobResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -181,63 +162,19 @@ impl DecisionService for Grpc {
 
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result2<Self::WatchJobStream> {
         let who = self.caller(&req)?;
-        let job_id = req.into_inner().job_id;
-        // Subscribe before reading, so no change falls between the two.
-        let mut changes = self.engine.subscribe();
-        let first = self
+        let events = self
             .engine
-            .get_job(&who, &job_id)
+            .watch(&who, &req.into_inner().job_id)
             .await
             .map_err(|r| status(&r))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            let now = engine.now();
-            let mut version = first.version;
-            let event = pb::JobEvent {
-                job: Some(convert::record(&first, now)),
-                kind: "decision".into(),
-                at: Some(convert::timestamp(first.updated_at)),
-            };
-            if tx.send(Ok(event)).await.is_err() || first.effective_state(now).is_final() {
-                return;
-            }
-            loop {
-                let change = match changes.recv().await {
-                    Ok(c) => c,
-                    Err(RecvError::Lagged(_)) => {
-                        // Too far behind: re-read the record itself.
-                        match engine.get_job(&who, &job_id).await {
-                            Ok(r) => crate::engine::JobChange {
-                                kind: "update",
-                                at: r.updated_at,
-                                record: Arc::new(r),
-                            },
-                            Err(r) => {
-                                let _ = tx.send(Err(status(&r))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if change.record.job_id != job_id || change.record.version <= version {
-                    continue;
-                }
-                version = change.record.version;
-                let now = engine.now();
-                let done = change.record.effective_state(now).is_final();
-                let event = pb::JobEvent {
-                    job: Some(convert::record(&change.record, now)),
-                    kind: change.kind.into(),
-                    at: Some(convert::timestamp(change.at)),
-                };
-                if tx.send(Ok(event)).await.is_err() || done {
-                    return;
-                }
-            }
-        });
-        ok(Box::pin(ReceiverStream::new(rx)))
+        ok(Box::pin(events.map(|e| {
+            e.map(|e| pb::JobEvent {
+                job: Some(convert::record(&e.view)),
+                kind: e.kind.map_or("update", |k| k.as_str()).into(),
+                at: Some(convert::timestamp(e.at)),
+            })
+            .map_err(|r| status(&r))
+        })))
     }
 }
 
@@ -249,26 +186,24 @@ impl ApprovalService for Grpc {
     ) -> Result2<pb::ListApprovalsResponse> {
         let who = self.caller(&req)?;
         let r = req.into_inner();
-        let after = parse_page_token(&r.page_token)?;
-        let (items, next) = self
+        let page = self
             .engine
             .list_approvals(
                 &who,
-                ListQuery {
+                ApprovalQuery {
                     include_resolved: r.include_resolved,
-                    tenant: (!r.tenant.is_empty()).then_some(r.tenant),
+                    tenant: given(r.tenant),
                     actionable_only: r.actionable_only,
                     unacknowledged_overrides: r.unacknowledged_overrides,
                     page_size: r.page_size,
-                    after,
+                    page_token: r.page_token,
                 },
             )
             .await
             .map_err(|r| status(&r))?;
-        let now = self.engine.now();
         ok(pb::ListApprovalsResponse {
-            items: items.iter().map(|x| convert::record(x, now)).collect(),
-            next_page_token: page_token(next),
+            items: page.items.iter().map(convert::record).collect(),
+            next_page_token: page.next_page_token,
         })
     }
 
@@ -284,16 +219,14 @@ impl ApprovalService for Grpc {
                     reason: r.reason,
                     note: r.note,
                     channel: Channel::Grpc,
-                    expected_job_hash: (!r.expected_job_hash.is_empty())
-                        .then_some(r.expected_job_hash),
-                    expected_snapshot: (!r.expected_policy_snapshot.is_empty())
-                        .then_some(r.expected_policy_snapshot),
+                    expected_job_hash: given(r.expected_job_hash),
+                    expected_snapshot: given(r.expected_policy_snapshot),
                 },
             )
             .await
             .map_err(|r| status(&r))?;
         ok(pb::ApproveResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -306,7 +239,7 @@ impl ApprovalService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::RejectResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -319,7 +252,7 @@ impl ApprovalService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::OverrideResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 
@@ -335,7 +268,7 @@ impl ApprovalService for Grpc {
             .await
             .map_err(|r| status(&r))?;
         ok(pb::AcknowledgeOverrideResponse {
-            job: Some(convert::record(&rec, self.engine.now())),
+            job: Some(convert::record(&rec)),
         })
     }
 }
@@ -358,13 +291,8 @@ impl PolicyService for Grpc {
             .reload_policy(&who, &r.source, file, r.dry_run)
             .await
             .map_err(|r| status(&r))?;
-        let active = out.activated
-            || self
-                .engine
-                .active()
-                .is_some_and(|a| a.id.as_str() == out.snapshot.id);
         ok(pb::ReloadPolicyResponse {
-            snapshot: Some(convert::snapshot(&out.snapshot, active, false)),
+            snapshot: Some(convert::snapshot(&out.snapshot, out.active, false)),
             activated: out.activated,
             unchanged: out.unchanged,
             findings: out.warnings.iter().map(convert::finding).collect(),
@@ -392,40 +320,23 @@ impl PolicyService for Grpc {
     ) -> Result2<pb::ListSnapshotsResponse> {
         let who = self.caller(&req)?;
         let r = req.into_inner();
-        let all = self
+        let page = self
             .engine
-            .list_snapshots(&who, (!r.name.is_empty()).then_some(r.name.as_str()))
+            .list_snapshots(
+                &who,
+                (!r.name.is_empty()).then_some(r.name.as_str()),
+                r.page_size,
+                &r.page_token,
+            )
             .await
             .map_err(|r| status(&r))?;
-        let start: usize = if r.page_token.is_empty() {
-            0
-        } else {
-            r.page_token.parse().map_err(|_| {
-                status(&invalid(
-                    "page_token",
-                    "not a page token this server issued",
-                ))
-            })?
-        };
-        let size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
-        let page: Vec<pb::Snapshot> = all
-            .iter()
-            .skip(start)
-            .take(size)
-            .map(|v| convert::snapshot(&v.row, v.active, false))
-            .collect();
-        let next = if start + size < all.len() {
-            (start + size).to_string()
-        } else {
-            String::new()
-        };
         ok(pb::ListSnapshotsResponse {
-            snapshots: page,
-            next_page_token: next,
+            snapshots: page
+                .items
+                .iter()
+                .map(|v| convert::snapshot(&v.row, v.active, false))
+                .collect(),
+            next_page_token: page.next_page_token,
         })
     }
 
@@ -545,42 +456,20 @@ impl AuditService for Grpc {
     ) -> Result2<Self::ExportAuditStream> {
         let who = self.caller(&req)?;
         let r = req.into_inner();
-        // Listing the chains also checks, before the stream starts, that
-        // the caller may read the log.
-        let mut chains = self
+        let entries = self
             .engine
-            .audit_chains(&who)
+            .export_audit(
+                &who,
+                ExportFilter {
+                    chain: given(r.chain),
+                    after_seq: i64::try_from(r.after_seq).unwrap_or(i64::MAX),
+                    job_id: given(r.job_id),
+                },
+            )
             .await
             .map_err(|r| status(&r))?;
-        if !r.chain.is_empty() {
-            chains = vec![r.chain.clone()];
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            for chain in chains {
-                let mut after = r.after_seq as i64;
-                loop {
-                    let page = match engine.audit_page(&who, &chain, after, 1000).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(status(&e))).await;
-                            return;
-                        }
-                    };
-                    let Some(last) = page.last() else { break };
-                    after = last.seq;
-                    for e in &page {
-                        if !r.job_id.is_empty() && e.job_id != r.job_id {
-                            continue;
-                        }
-                        if tx.send(Ok(convert::audit_entry(e))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        ok(Box::pin(ReceiverStream::new(rx)))
+        ok(Box::pin(entries.map(|e| {
+            e.map(|e| convert::audit_entry(&e)).map_err(|r| status(&r))
+        })))
     }
 }

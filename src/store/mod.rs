@@ -1,20 +1,32 @@
-//! Durable state behind one trait: policy snapshots, jobs and approvals, and
-//! the audit log. The only place with SQL. Every state change is one
-//! transaction that re-reads the job, runs a pure transition from
-//! `approval`, writes the result guarded by the version it read, and appends
-//! the audit entry in the same transaction.
+//! Durable state behind one trait: policy snapshots and which one each
+//! scope has active, jobs and approvals, the audit log and the outbox. The
+//! only place with SQL.
+//!
+//! The logic is written once, in the core (`ops`, `rows`, `conn`,
+//! `backend`): every state change is one transaction that re-reads the
+//! job, applies an [`approval::Command`](crate::approval::Command), writes
+//! the result guarded by the version it read, and writes the transition's
+//! effects (audit entries, outbox messages, change announcements) in the
+//! same transaction. `sqlite.rs` and `postgres.rs` keep only their SQL
+//! dialect, their locking and their connection handling.
 
+mod backend;
+mod conn;
+mod ops;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
-use crate::approval::{AuditEvent, JobRecord, JobState, Refused, Transition};
-use crate::audit::AuditEntry;
+use crate::approval::{Command, JobRecord, JobState, NotificationKind, Refused, Transition};
+use crate::audit::{AuditEntry, EventKind};
+use crate::policy::{Scope, SnapshotId};
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// A stored policy snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRow {
-    pub id: String,
+    pub id: SnapshotId,
     pub name: String,
     pub sha256: String,
     /// Assigned at first activation: 1, 2, 3 … per policy name.
@@ -30,21 +42,47 @@ pub struct SnapshotRow {
     pub revoke_reason: Option<String>,
 }
 
-/// A store failure. Details are for logs; callers see `UNAVAILABLE` or
-/// `INTERNAL` without SQL.
+/// The result of activating a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activated {
+    /// The snapshot as stored, with its version.
+    pub snapshot: SnapshotRow,
+    /// False when it already was the scope's active snapshot.
+    pub changed: bool,
+}
+
+/// A store failure, by kind. Details are for logs; callers see
+/// `UNAVAILABLE` or `INTERNAL` without SQL. Cloned, not flattened, when one
+/// failure fails every write of a batch.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or did not answer; nothing was kept.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database has no room left; nothing was kept.
+    #[error("database full: {0}")]
+    Full(String),
+    /// What is stored cannot be read back as gavel wrote it.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// Another writer changed the job between read and write.
     #[error("the job changed concurrently; retry")]
     Conflict,
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        match &e {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            // SQLITE_FULL (13) and PostgreSQL's disk_full (53100).
+            sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("13" | "53100")) => {
+                StoreError::Full(e.to_string())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -68,21 +106,51 @@ pub enum Recorded {
     Existing(JobRecord),
 }
 
-/// A change another replica made, announced by the database.
+/// A change another process made, announced by the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
-    /// This snapshot was activated.
-    Snapshot(String),
-    /// This job changed to this version, by a transition of this audit kind.
+    /// A scope activated another snapshot.
+    Snapshot { scope: String },
+    /// This job changed to this version, by a change of this kind (`None`
+    /// when the announcing process named a kind this one does not know).
     Job {
         id: String,
-        kind: String,
+        kind: Option<EventKind>,
         version: i64,
     },
 }
 
-/// A pure transition run inside the store's transaction.
-pub type TransitionFn = Box<dyn FnOnce(&JobRecord) -> Result<Transition, Refused> + Send>;
+impl StoreEvent {
+    /// The announcement's text: `snapshot:<scope>` or `job:<kind>:<version>:<job id>`.
+    pub fn payload(&self) -> String {
+        match self {
+            StoreEvent::Snapshot { scope } => format!("snapshot:{scope}"),
+            StoreEvent::Job { id, kind, version } => format!(
+                "job:{}:{version}:{id}",
+                kind.map_or("update", EventKind::as_str)
+            ),
+        }
+    }
+
+    /// Reads an announcement; `None` for text no gavel wrote.
+    pub fn parse(payload: &str) -> Option<StoreEvent> {
+        match payload.split_once(':')? {
+            ("snapshot", scope) => Some(StoreEvent::Snapshot {
+                scope: scope.to_owned(),
+            }),
+            ("job", rest) => {
+                let mut parts = rest.splitn(3, ':');
+                let (kind, version, id) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(StoreEvent::Job {
+                    id: id.to_owned(),
+                    kind: EventKind::parse(kind),
+                    version: version.parse().ok()?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Which jobs to list.
 #[derive(Debug, Clone, Default)]
@@ -97,18 +165,37 @@ pub struct JobFilter {
     pub unacknowledged_overrides: bool,
 }
 
+/// A stored outbox message: what must be notified, and how its delivery
+/// stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// The idempotency key, `<job id>:<job version>:<kind>`.
+    pub id: String,
+    pub kind: NotificationKind,
+    pub job_id: String,
+    pub job_version: i64,
+    pub tenant: String,
+    pub body: serde_json::Value,
+    pub created_at: i64,
+    /// `pending` until a delivery worker sends it.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a snapshot if new and makes it the active one, assigning its
-    /// version at first activation; audits `policy_reload`. Returns the row
-    /// and whether the active snapshot changed.
+    /// Stores a snapshot if new and makes it the active one of `scope`,
+    /// assigning its version at first activation; audits `policy_reload`.
     async fn activate_snapshot(
         &self,
+        scope: &Scope,
         snapshot: SnapshotRow,
         actor: &str,
         now: i64,
-    ) -> Result<(SnapshotRow, bool), StoreError>;
-    async fn active_snapshot(&self) -> Result<Option<SnapshotRow>, StoreError>;
+    ) -> Result<Activated, StoreError>;
+    /// Every scope's active snapshot.
+    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError>;
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError>;
     /// Revokes a snapshot (idempotent) and audits `snapshot_revoked`.
@@ -120,24 +207,32 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<SnapshotRow>, StoreError>;
 
-    /// Records decided jobs in one transaction (group commit), each with its
-    /// `decision` audit entry. A job id already stored is left unchanged.
-    async fn record_decisions(&self, records: Vec<JobRecord>) -> Result<Vec<Recorded>, StoreError>;
+    /// Records decided jobs (from [`approval::decided`](crate::approval::decided))
+    /// in one transaction, each with its effects. A job id already stored
+    /// is left unchanged and returned as stored.
+    async fn record_decisions(
+        &self,
+        decisions: Vec<Transition>,
+    ) -> Result<Vec<Recorded>, StoreError>;
+    /// True when the store already commits every write waiting at once
+    /// (SQLite's single writer), so callers need not batch decisions.
+    fn batches_writes(&self) -> bool {
+        false
+    }
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
-    /// Runs `f` on the current record and stores its result, guarded by the
-    /// version read, with its audit entry; a refusal's audit entry (refused
-    /// binds) is stored too.
+    /// Applies `command` to the current record and stores the result,
+    /// guarded by the version read, with its effects; a refusal's effects
+    /// (refused binds, also of unknown jobs) are stored too.
     async fn transition(
         &self,
         job_id: &str,
+        command: Command,
         now: i64,
-        f: TransitionFn,
     ) -> Result<JobRecord, TransitionError>;
-    /// Appends an audit entry outside any job transition.
-    async fn append_audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError>;
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
-    /// Ids of pending or approved jobs past a deadline, or pending past their
-    /// SLA and not yet escalated.
+    /// Ids of jobs whose deadline has been reached in a state that has one
+    /// (pending, approved, allowed), or pending past their SLA and not yet
+    /// escalated.
     async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError>;
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
@@ -150,6 +245,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditEntry>, StoreError>;
     async fn chains(&self) -> Result<Vec<String>, StoreError>;
 
+    /// The first `limit` outbox messages, in the order they were written.
+    async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
+
     /// Changes made by other processes, when the backend announces them
     /// (PostgreSQL LISTEN/NOTIFY). The engine polls as a backstop either way.
     async fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
@@ -158,20 +256,45 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names: `sqlite://…` or `postgres://…`.
-pub async fn open(url: &str, chain: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, chain: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open(url, chain).await?,
-        ))
+        Ok(Arc::new(postgres::PostgresStore::open(url, chain).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open(url, chain).await?,
-        ))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, chain).await?))
     } else {
         // Only the scheme: a URL may hold a password.
         let scheme = url.split("://").next().unwrap_or("");
         Err(StoreError::Unavailable(format!(
             "unsupported database url scheme `{scheme}`: use sqlite://PATH or postgres://…"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip() {
+        let events = [
+            StoreEvent::Snapshot {
+                scope: "system".into(),
+            },
+            StoreEvent::Job {
+                id: "job:with:colons".into(),
+                kind: Some(EventKind::BindRefused),
+                version: 7,
+            },
+            StoreEvent::Job {
+                id: "j".into(),
+                kind: None,
+                version: 2,
+            },
+        ];
+        for e in events {
+            assert_eq!(StoreEvent::parse(&e.payload()), Some(e));
+        }
+        assert_eq!(StoreEvent::parse("job:approval:x:j"), None);
+        assert_eq!(StoreEvent::parse("other"), None);
     }
 }

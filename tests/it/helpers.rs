@@ -3,7 +3,7 @@
 
 use crate::store::Backend;
 use gavel::clock::ManualClock;
-use gavel::engine::{Engine, EngineSettings};
+use gavel::engine::{Engine, EngineOptions, EngineSettings, InitialPolicy};
 use gavel::identity::{Directory, Identity, token_hash};
 use gavel::proto::v1 as pb;
 use gavel::proto::v1::approval_service_client::ApprovalServiceClient;
@@ -126,7 +126,7 @@ pub struct Restart {
 pub struct Spawn {
     pub backend: Backend,
     pub policy: String,
-    pub settings: EngineSettings,
+    pub options: EngineOptions,
     /// Reuse this database (restart tests).
     pub restart: Option<Restart>,
     pub clock_ms: i64,
@@ -139,7 +139,7 @@ impl Spawn {
         Spawn {
             backend,
             policy: POLICY.to_owned(),
-            settings: EngineSettings::default(),
+            options: EngineOptions::default(),
             restart: None,
             clock_ms: 1_800_000_000_000,
             replica: "main",
@@ -159,15 +159,18 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     };
     let store = gavel::store::open(&db_url, opts.replica).await.unwrap();
     let clock = ManualClock::new(opts.clock_ms);
-    let engine = Engine::start(
-        store.clone(),
-        Arc::new(clock.clone()),
-        directory(),
-        opts.settings,
-        Some((opts.policy, "test.yaml".into())),
-        false,
-        gavel::receipt::ReceiptSigner::from_seed([42; 32]),
-    )
+    let engine = Engine::start(EngineSettings {
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+        directory: directory(),
+        signer: gavel::receipt::ReceiptSigner::from_seed([42; 32]),
+        policy: Some(InitialPolicy {
+            source: opts.policy,
+            file: "test.yaml".into(),
+            force: false,
+        }),
+        options: opts.options,
+    })
     .await
     .unwrap_or_else(|e| panic!("engine: {e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -333,7 +336,7 @@ pub fn job(id: &str, action: &str, tags: &[&str]) -> pb::Job {
 /// The machine-readable reason of a refused call.
 pub fn reason(s: &tonic::Status) -> String {
     gavel::service::convert::error_detail(s)
-        .and_then(|d| gavel::refusal::Reason::from_proto(d.reason))
+        .and_then(|d| gavel::service::status::reason_from_proto(d.reason))
         .map(|r| r.as_str().to_owned())
         .unwrap_or_else(|| format!("<no detail: {:?} {}>", s.code(), s.message()))
 }

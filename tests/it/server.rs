@@ -3,7 +3,7 @@
 
 use super::helpers::*;
 use crate::store::Backend;
-use gavel::engine::EngineSettings;
+use gavel::engine::EngineOptions;
 use gavel::proto::v1 as pb;
 use pb::JobState as S;
 use tokio_stream::StreamExt;
@@ -526,9 +526,9 @@ async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once(b: Back
 
 async fn every_bind_refusal_reason(b: Backend) {
     let Some(app) = spawn_with(Spawn {
-        settings: EngineSettings {
+        options: EngineOptions {
             require_active_snapshot: true,
-            ..EngineSettings::default()
+            ..EngineOptions::default()
         },
         ..Spawn::on(b)
     })

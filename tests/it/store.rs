@@ -1,10 +1,11 @@
 //! The store conformance suite: written once against the `Store` trait, run
 //! against SQLite always and PostgreSQL whenever one can be started.
 
-use gavel::approval::{self, AuditEvent, JobState};
+use gavel::approval::{self, ApproveInput, BindInput, Command, JobState, NotificationKind};
 use gavel::audit::ChainVerifier;
 use gavel::identity::Identity;
-use gavel::policy::Channel;
+use gavel::job::JobHash;
+use gavel::policy::{Channel, Scope, SnapshotId};
 use gavel::store::{JobFilter, Recorded, SnapshotRow, Store, TransitionError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,10 +61,11 @@ async fn open(backend: Backend, test: &str) -> Option<(Arc<dyn Store>, Option<te
 fn snapshot(id_hash: char, name: &str) -> SnapshotRow {
     let loaded = gavel::policy::load(super::helpers::POLICY, "p.yaml").unwrap();
     SnapshotRow {
-        id: format!(
+        id: SnapshotId::parse(&format!(
             "cfg:{name}:policy#sha256:{}",
             id_hash.to_string().repeat(64)
-        ),
+        ))
+        .unwrap(),
         name: name.into(),
         sha256: id_hash.to_string().repeat(64),
         version: None,
@@ -87,7 +89,8 @@ fn person(name: &str, roles: &[&str]) -> Identity {
     }
 }
 
-fn record(store_snapshot: &str, job_id: &str, action: &str, now: i64) -> approval::JobRecord {
+/// A decided job under `snapshot`, as Decide would record it.
+fn decided(snapshot: &SnapshotId, job_id: &str, action: &str, now: i64) -> approval::Transition {
     let loaded = gavel::policy::load(super::helpers::POLICY, "p.yaml").unwrap();
     let job = gavel::job::Job::from_json(
         format!(r#"{{"job_id":"{job_id}","action":"{action}","topic":"t","params":{{"n":1}}}}"#)
@@ -96,65 +99,111 @@ fn record(store_snapshot: &str, job_id: &str, action: &str, now: i64) -> approva
     )
     .unwrap();
     let eval = loaded.snapshot.policy.evaluate(&job, Some("agent-1"));
-    approval::new_record(
-        job_id.into(),
-        job.hash().to_string(),
-        job.canonical_json(),
-        String::new(),
-        "agent-1".into(),
-        store_snapshot.into(),
-        format!("d-{job_id}"),
-        eval,
-        300,
+    approval::decided(
+        approval::NewJob {
+            job_id: job_id.into(),
+            job_hash: job.hash(),
+            canonical_job: job.canonical_json(),
+            tenant: String::new(),
+            requester: "agent-1".into(),
+            snapshot_id: snapshot.clone(),
+            decision_id: format!("d-{job_id}"),
+            evaluation: eval,
+            default_bind_within_secs: 300,
+        },
         now,
     )
+}
+
+fn approve_as(who: &Identity, reason: &str) -> Command {
+    Command::Approve(ApproveInput {
+        by: who.clone(),
+        reason: reason.into(),
+        note: String::new(),
+        channel: Channel::Grpc,
+        expected_job_hash: None,
+        expected_snapshot: None,
+    })
+}
+
+fn bind_as(who: &Identity, hash: JobHash, snapshot: &str) -> Command {
+    Command::Bind(BindInput {
+        by: who.clone(),
+        job_hash: hash,
+        snapshot_id: snapshot.into(),
+        snapshot_revoked: false,
+        require_active: None,
+        bind_id: "b".into(),
+    })
+}
+
+fn system() -> Scope {
+    Scope::system()
 }
 
 async fn snapshots_activate_version_and_revoke(backend: Backend) {
     let Some((store, _dir)) = open(backend, "store::snapshots").await else {
         return;
     };
-    assert!(store.active_snapshot().await.unwrap().is_none());
-    let (a, changed) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 10)
+    assert!(store.active_snapshots().await.unwrap().is_empty());
+    let activated = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 10)
         .await
         .unwrap();
-    assert!(changed);
+    let a = activated.snapshot;
+    assert!(activated.changed);
     assert_eq!(a.version, Some(1));
     assert_eq!(a.activated_by.as_deref(), Some("op"));
-    let (_, changed) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 11)
+    let again = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 11)
         .await
         .unwrap();
-    assert!(!changed, "activating the active snapshot changes nothing");
-    let (b, _) = store
-        .activate_snapshot(snapshot('b', "p"), "op", 12)
+    assert!(
+        !again.changed,
+        "activating the active snapshot changes nothing"
+    );
+    let b = store
+        .activate_snapshot(&system(), snapshot('b', "p"), "op", 12)
         .await
-        .unwrap();
+        .unwrap()
+        .snapshot;
     assert_eq!(b.version, Some(2));
-    let (c, _) = store
-        .activate_snapshot(snapshot('c', "other"), "op", 13)
+    let c = store
+        .activate_snapshot(&system(), snapshot('c', "other"), "op", 13)
         .await
-        .unwrap();
+        .unwrap()
+        .snapshot;
     assert_eq!(c.version, Some(1), "versions count per policy name");
     // Re-activating an old snapshot keeps its first version.
-    let (a2, changed) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 14)
+    let a2 = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 14)
         .await
         .unwrap();
-    assert!(changed);
-    assert_eq!(a2.version, Some(1));
-    assert_eq!(store.active_snapshot().await.unwrap().unwrap().id, a.id);
+    assert!(a2.changed);
+    assert_eq!(a2.snapshot.version, Some(1));
+    let active = store.active_snapshots().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!((&active[0].0, &active[0].1.id), (&system(), &a.id));
+    // Each scope has its own active snapshot.
+    let tenant = Scope::parse("team-a").unwrap();
+    store
+        .activate_snapshot(&tenant, snapshot('b', "p"), "op", 15)
+        .await
+        .unwrap();
+    let active = store.active_snapshots().await.unwrap();
+    let scopes: Vec<(&str, &SnapshotId)> =
+        active.iter().map(|(s, r)| (s.as_str(), &r.id)).collect();
+    assert_eq!(scopes, [("system", &a.id), ("team-a", &b.id)]);
     assert_eq!(store.snapshots(None).await.unwrap().len(), 3);
     assert_eq!(store.snapshots(Some("p")).await.unwrap().len(), 2);
     let r = store
-        .revoke_snapshot(&b.id, "op", "bad", 15)
+        .revoke_snapshot(b.id.as_str(), "op", "bad", 15)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(r.revoked_at, Some(15));
     let again = store
-        .revoke_snapshot(&b.id, "op2", "again", 16)
+        .revoke_snapshot(b.id.as_str(), "op2", "again", 16)
         .await
         .unwrap()
         .unwrap();
@@ -177,22 +226,23 @@ async fn decisions_are_recorded_once(backend: Backend) {
     let Some((store, _dir)) = open(backend, "store::decisions").await else {
         return;
     };
-    let (s, _) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 1)
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
         .await
-        .unwrap();
+        .unwrap()
+        .snapshot;
     let out = store
         .record_decisions(vec![
-            record(&s.id, "j1", "deploy", 100),
-            record(&s.id, "j2", "read", 100),
+            decided(&s.id, "j1", "deploy", 100),
+            decided(&s.id, "j2", "read", 100),
         ])
         .await
         .unwrap();
     assert!(matches!(&out[0], Recorded::Inserted(r) if r.job_id == "j1"));
-    let mut dup = record(&s.id, "j1", "read", 200);
-    dup.decision_id = "other".into();
+    let mut dup = decided(&s.id, "j1", "read", 200);
+    dup.record.decision_id = "other".into();
     let out = store
-        .record_decisions(vec![dup, record(&s.id, "j3", "read", 200)])
+        .record_decisions(vec![dup, decided(&s.id, "j3", "read", 200)])
         .await
         .unwrap();
     match &out[0] {
@@ -212,31 +262,18 @@ async fn transitions_are_guarded_and_audited(backend: Backend) {
     let Some((store, _dir)) = open(backend, "store::transitions").await else {
         return;
     };
-    let (s, _) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 1)
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
         .await
-        .unwrap();
+        .unwrap()
+        .snapshot;
     store
-        .record_decisions(vec![record(&s.id, "j1", "deploy", 100)])
+        .record_decisions(vec![decided(&s.id, "j1", "deploy", 100)])
         .await
         .unwrap();
     let alice = person("alice", &["reviewer"]);
-    fn input(r: &str) -> approval::ApproveInput<'_> {
-        approval::ApproveInput {
-            reason: r,
-            note: "",
-            channel: Channel::Grpc,
-            expected_job_hash: None,
-            expected_snapshot: None,
-        }
-    }
-    let a2 = alice.clone();
     let r = store
-        .transition(
-            "j1",
-            200,
-            Box::new(move |r| approval::approve(r, &a2, &input("ok"), 200)),
-        )
+        .transition("j1", approve_as(&alice, "ok"), 200)
         .await
         .unwrap();
     assert_eq!(r.version, 2);
@@ -244,13 +281,8 @@ async fn transitions_are_guarded_and_audited(backend: Backend) {
     assert_eq!(stored.approvals.len(), 1);
     assert_eq!(stored.approvals[0].roles, ["reviewer"]);
     // A refusal changes nothing.
-    let a3 = alice.clone();
     let err = store
-        .transition(
-            "j1",
-            300,
-            Box::new(move |r| approval::approve(r, &a3, &input("again"), 300)),
-        )
+        .transition("j1", approve_as(&alice, "again"), 300)
         .await
         .unwrap_err();
     assert!(
@@ -258,9 +290,7 @@ async fn transitions_are_guarded_and_audited(backend: Backend) {
     );
     assert_eq!(store.job("j1").await.unwrap().unwrap().version, 2);
     assert!(matches!(
-        store
-            .transition("missing", 1, Box::new(|r| approval::expire(r, 1)))
-            .await,
+        store.transition("missing", Command::Expire, 1).await,
         Err(TransitionError::NotFound)
     ));
     // Bind refusals write their audit entry even though nothing else changes.
@@ -268,21 +298,8 @@ async fn transitions_are_guarded_and_audited(backend: Backend) {
     let err = store
         .transition(
             "j1",
+            bind_as(&exec, JobHash::parse(&"0".repeat(64)).unwrap(), "y"),
             500,
-            Box::new(move |r| {
-                approval::bind(
-                    r,
-                    &exec,
-                    &approval::BindInput {
-                        job_hash: "x",
-                        snapshot_id: "y",
-                        snapshot_revoked: false,
-                        require_active: None,
-                        bind_id: "b".into(),
-                    },
-                    500,
-                )
-            }),
         )
         .await
         .unwrap_err();
@@ -302,15 +319,16 @@ async fn listing_and_deadlines(backend: Backend) {
     let Some((store, _dir)) = open(backend, "store::listing").await else {
         return;
     };
-    let (s, _) = store
-        .activate_snapshot(snapshot('a', "p"), "op", 1)
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
         .await
-        .unwrap();
+        .unwrap()
+        .snapshot;
     let mut batch = Vec::new();
     for i in 0..5 {
-        batch.push(record(&s.id, &format!("p{i}"), "deploy", 100 + i));
+        batch.push(decided(&s.id, &format!("p{i}"), "deploy", 100 + i));
     }
-    batch.push(record(&s.id, "r1", "read", 50));
+    batch.push(decided(&s.id, "r1", "read", 50));
     store.record_decisions(batch).await.unwrap();
     let pending = store
         .jobs(&JobFilter {
@@ -355,20 +373,14 @@ async fn the_audit_log_chains_and_refuses_edits(backend: Backend) {
     let Some((store, _dir)) = open(backend, "store::audit").await else {
         return;
     };
+    // Refused binds of unknown jobs are audited outside any job's record.
+    let exec = person("executor-é€😀", &["executor"]);
     for i in 0..20 {
-        store
-            .append_audit(
-                AuditEvent {
-                    kind: "bind_refused",
-                    actor: "x".into(),
-                    job_id: format!("j{i}"),
-                    snapshot_id: String::new(),
-                    body: serde_json::json!({ "i": i, "text": "é€😀" }),
-                },
-                i,
-            )
-            .await
-            .unwrap();
+        let hash = JobHash::parse(&format!("{i:064}")).unwrap();
+        let refused = store
+            .transition(&format!("j{i}"), bind_as(&exec, hash, "s-é€😀"), i)
+            .await;
+        assert!(matches!(refused, Err(TransitionError::NotFound)));
     }
     assert_eq!(store.chains().await.unwrap(), ["main"]);
     let mut v = ChainVerifier::new("main");
@@ -395,22 +407,15 @@ async fn concurrent_appends_keep_one_chain(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let s = store.clone();
+        let exec = person("executor", &["executor"]);
         tasks.push(tokio::spawn(async move {
-            s.append_audit(
-                AuditEvent {
-                    kind: "bind_refused",
-                    actor: "x".into(),
-                    job_id: format!("j{i}"),
-                    snapshot_id: String::new(),
-                    body: serde_json::json!({}),
-                },
-                i,
-            )
-            .await
+            let hash = JobHash::parse(&"1".repeat(64)).unwrap();
+            s.transition(&format!("j{i}"), bind_as(&exec, hash, "x"), i)
+                .await
         }));
     }
     for t in tasks {
-        t.await.unwrap().unwrap();
+        assert!(matches!(t.await.unwrap(), Err(TransitionError::NotFound)));
     }
     let page = store.audit_page("main", 0, 100).await.unwrap();
     let mut v = ChainVerifier::new("main");
@@ -421,3 +426,117 @@ async fn concurrent_appends_keep_one_chain(backend: Backend) {
     assert!(r.ok && r.entries == 40, "{r:?}");
 }
 crate::on_both_backends!(concurrent_audit, concurrent_appends_keep_one_chain);
+
+/// Every transition that must be notified writes one outbox message in its
+/// own transaction, keyed by job, version and kind; the others write none.
+async fn transitions_write_their_outbox_messages(backend: Backend) {
+    let Some((store, _dir)) = open(backend, "store::outbox").await else {
+        return;
+    };
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
+        .await
+        .unwrap()
+        .snapshot;
+    // Pending (dep: two reviewers), allowed (read) and a pending one that
+    // will be rejected.
+    store
+        .record_decisions(vec![
+            decided(&s.id, "dep", "deploy", 100),
+            decided(&s.id, "rd", "read", 100),
+            decided(&s.id, "rej", "update", 100),
+        ])
+        .await
+        .unwrap();
+    let (alice, bob) = (person("alice", &["reviewer"]), person("bob", &["reviewer"]));
+    store
+        .transition("dep", approve_as(&alice, "ok"), 200)
+        .await
+        .unwrap();
+    store
+        .transition("dep", approve_as(&bob, "ok"), 300)
+        .await
+        .unwrap();
+    store
+        .transition(
+            "rej",
+            Command::Reject {
+                by: bob.clone(),
+                reason: "no".into(),
+                note: String::new(),
+            },
+            400,
+        )
+        .await
+        .unwrap();
+    // A refused transition notifies nothing.
+    assert!(
+        store
+            .transition("dep", approve_as(&alice, "again"), 500)
+            .await
+            .is_err()
+    );
+    let rows = store.outbox(100).await.unwrap();
+    let got: Vec<(&str, NotificationKind, &str, i64)> = rows
+        .iter()
+        .map(|m| (m.id.as_str(), m.kind, m.job_id.as_str(), m.job_version))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("dep:1:pending", NotificationKind::Pending, "dep", 1),
+            ("rej:1:pending", NotificationKind::Pending, "rej", 1),
+            ("dep:3:resolved", NotificationKind::Resolved, "dep", 3),
+            ("rej:2:resolved", NotificationKind::Resolved, "rej", 2),
+        ]
+    );
+    let resolved = &rows[2];
+    assert_eq!(resolved.state, "pending", "written, not yet delivered");
+    assert_eq!(resolved.attempts, 0);
+    assert_eq!(resolved.body["state"], "approved");
+    assert_eq!(
+        resolved.body["approvers"],
+        serde_json::json!(["alice", "bob"])
+    );
+    assert_eq!(resolved.body["resolved_by"], "bob");
+    assert_eq!(rows[3].body["resolution"], "rejected");
+}
+crate::on_both_backends!(outbox, transitions_write_their_outbox_messages);
+
+/// The sweep query and a record's effective state agree on when a deadline
+/// is reached: not a millisecond before, and at the deadline itself.
+async fn deadlines_agree_between_the_sweep_and_the_record(backend: Backend) {
+    let Some((store, _dir)) = open(backend, "store::deadlines").await else {
+        return;
+    };
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
+        .await
+        .unwrap()
+        .snapshot;
+    store
+        .record_decisions(vec![decided(&s.id, "soon", "read", 1000)])
+        .await
+        .unwrap();
+    let r = store.job("soon").await.unwrap().unwrap();
+    let deadline = r.expires_at.unwrap();
+    for (now, due) in [
+        (deadline - 1, false),
+        (deadline, true),
+        (deadline + 1, true),
+    ] {
+        let listed = store
+            .due(now, 10)
+            .await
+            .unwrap()
+            .contains(&"soon".to_owned());
+        assert_eq!(listed, due, "due() at deadline{:+}", now - deadline);
+        assert_eq!(
+            r.effective_state(now) == JobState::Expired,
+            due,
+            "effective_state at deadline{:+}",
+            now - deadline
+        );
+    }
+}
+crate::on_both_backends!(deadlines, deadlines_agree_between_the_sweep_and_the_record);

@@ -1,0 +1,175 @@
+//! Decide: validate the job, evaluate it against its scope's active
+//! snapshot, and record the decision durably before answering. Concurrent
+//! decisions share one commit: SQLite's writer already commits every write
+//! waiting together, so decisions go straight to it; for other stores the
+//! group-commit writer here takes every decision waiting (up to
+//! `max_batch`) into one `record_decisions` call. Either way there is one
+//! batching layer.
+
+use super::access::require;
+use super::{Engine, JobView, store_refusal};
+use crate::approval::{self, NewJob, Transition};
+use crate::identity::{AGENT, Identity};
+use crate::job::{Job, JobHash, JobId, JobInput};
+use crate::refusal::{Reason, Refusal};
+use crate::store::{Recorded, Store, StoreError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The result of Decide.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub view: JobView,
+    /// The stored decision for this job id and hash, returned again.
+    pub replayed: bool,
+}
+
+pub(super) struct Pending {
+    decision: Transition,
+    reply: oneshot::Sender<Result<Recorded, StoreError>>,
+}
+
+/// How decisions reach the store.
+pub(super) enum Recorder {
+    /// The store batches writes itself.
+    Direct(Arc<dyn Store>),
+    /// Through the group-commit writer.
+    GroupCommit(mpsc::Sender<Pending>),
+}
+
+impl Recorder {
+    pub(super) fn for_store(store: &Arc<dyn Store>, max_batch: usize) -> Recorder {
+        if store.batches_writes() {
+            return Recorder::Direct(store.clone());
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(group_commit(store.clone(), rx, max_batch.max(1)));
+        Recorder::GroupCommit(tx)
+    }
+
+    async fn record(&self, decision: Transition) -> Result<Recorded, Refusal> {
+        let shutting_down = || Refusal::new(Reason::Unavailable, "the server is shutting down");
+        let result = match self {
+            Recorder::Direct(store) => {
+                store
+                    .record_decisions(vec![decision])
+                    .await
+                    .and_then(|mut r| {
+                        r.pop().ok_or_else(|| {
+                            StoreError::Corrupt("a decision was not recorded".into())
+                        })
+                    })
+            }
+            Recorder::GroupCommit(tx) => {
+                let (reply, wait) = oneshot::channel();
+                tx.send(Pending { decision, reply })
+                    .await
+                    .map_err(|_| shutting_down())?;
+                wait.await.map_err(|_| shutting_down())?
+            }
+        };
+        result.map_err(store_refusal)
+    }
+}
+
+/// The group-commit writer: records whatever decisions are waiting in one
+/// transaction, so concurrent decisions share one commit. Each caller
+/// waits for its own answer.
+async fn group_commit(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let (decisions, replies): (Vec<Transition>, Vec<_>) = std::mem::take(&mut batch)
+            .into_iter()
+            .map(|p| (p.decision, p.reply))
+            .unzip();
+        match store.record_decisions(decisions).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Decide: evaluate a job against the active snapshot and record it.
+    pub async fn decide(&self, who: &Identity, input: JobInput) -> Result<Decided, Refusal> {
+        require(who, AGENT, "Decide")?;
+        let job = Job::from_input(input, &self.options.limits)?;
+        let now = self.now();
+        let job_id = job.job_id.clone().unwrap_or_else(|| JobId::generate(now));
+        let canonical = job.canonical_json();
+        let hash = JobHash::of_canonical(&canonical);
+        let scope = self.snapshots.scope_of(&job);
+        // No read first: a known job id conflicts on insert and the stored
+        // decision is returned (or ALREADY_EXISTS), in the same round trip.
+        let snap = self
+            .snapshots
+            .active(&scope)
+            .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))?;
+        let evaluation = snap.policy.evaluate(&job, Some(&who.name));
+        let decision = approval::decided(
+            NewJob {
+                job_id: job_id.to_string(),
+                job_hash: hash.clone(),
+                canonical_job: canonical,
+                tenant: job.tenant.clone(),
+                requester: who.name.clone(),
+                snapshot_id: snap.id.clone(),
+                decision_id: crate::clock::id_at(now),
+                evaluation,
+                default_bind_within_secs: snap.policy.doc().default_gate.bind_within.0,
+            },
+            now,
+        );
+        match self.recorder.record(decision).await? {
+            Recorded::Inserted(record) => {
+                self.publish(crate::audit::EventKind::Decision, &record);
+                Ok(Decided {
+                    view: JobView::new(record, now),
+                    replayed: false,
+                })
+            }
+            Recorded::Existing(existing) => replay(existing, &hash, who, now),
+        }
+    }
+}
+
+/// The stored decision for a repeated job id, or ALREADY_EXISTS.
+fn replay(
+    existing: approval::JobRecord,
+    hash: &JobHash,
+    who: &Identity,
+    now: i64,
+) -> Result<Decided, Refusal> {
+    if existing.job_hash != *hash {
+        return Err(Refusal::field(
+            Reason::AlreadyExists,
+            "job.job_id",
+            format!(
+                "job `{}` already exists with different content (hash {}); use a new job_id",
+                existing.job_id, existing.job_hash
+            ),
+        ));
+    }
+    if existing.requester != who.name {
+        return Err(Refusal::field(
+            Reason::AlreadyExists,
+            "job.job_id",
+            format!(
+                "job `{}` was requested by someone else; use a new job_id",
+                existing.job_id
+            ),
+        ));
+    }
+    Ok(Decided {
+        view: JobView::new(existing, now),
+        replayed: true,
+    })
+}

@@ -1,0 +1,413 @@
+//! Policy snapshots: the registry of each scope's active compiled snapshot
+//! (read lock-free on every decision, swapped whole on reload), the cache
+//! of recently compiled ones, and the operator's policy operations —
+//! reload, show, list, revoke, explain.
+
+use super::access::require;
+use super::transitions::{bad_page_token, page_size};
+use super::{Engine, InitialPolicy, Page, store_refusal};
+use crate::identity::OPERATOR;
+use crate::job::{Job, JobHash, JobInput};
+use crate::policy::{self, Finding, Scope, Severity, Snapshot, SnapshotId};
+use crate::refusal::{Reason, Refusal};
+use crate::store::SnapshotRow;
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+/// The result of ReloadPolicy.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub snapshot: SnapshotRow,
+    /// Whether the snapshot is now its scope's active one.
+    pub active: bool,
+    pub activated: bool,
+    pub unchanged: bool,
+    pub warnings: Vec<Finding>,
+}
+
+/// A snapshot and whether it is the active one.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    pub row: SnapshotRow,
+    pub active: bool,
+}
+
+/// Compiled snapshots kept besides the active ones (a 10,000-rule
+/// snapshot is tens of megabytes).
+const KEEP_INACTIVE: usize = 2;
+
+/// Each scope's active snapshot, and recently compiled others.
+#[derive(Default)]
+pub(super) struct Registry {
+    active: ArcSwap<HashMap<Scope, Arc<Snapshot>>>,
+    /// Compiled snapshots by id, oldest first.
+    compiled: Mutex<VecDeque<Arc<Snapshot>>>,
+}
+
+impl Registry {
+    /// The active snapshot of `scope`.
+    pub(super) fn active(&self, scope: &Scope) -> Option<Arc<Snapshot>> {
+        self.active.load().get(scope).cloned()
+    }
+
+    /// Which scope decides a job. One today: every job is decided under the
+    /// `system` policy.
+    pub(super) fn scope_of(&self, _job: &Job) -> Scope {
+        Scope::system()
+    }
+
+    /// Makes `snap` the active snapshot of `scope`; true if it was not already.
+    pub(super) fn set_active(&self, scope: &Scope, snap: Arc<Snapshot>) -> bool {
+        let mut changed = false;
+        self.active.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            changed = next
+                .insert(scope.clone(), snap.clone())
+                .is_none_or(|old| old.id != snap.id);
+            next
+        });
+        self.remember(&snap);
+        changed
+    }
+
+    pub(super) fn is_active(&self, id: &SnapshotId) -> bool {
+        self.active.load().values().any(|s| s.id == *id)
+    }
+
+    fn cached(&self, id: &SnapshotId) -> Option<Arc<Snapshot>> {
+        let compiled = self.compiled.lock().ok()?;
+        compiled.iter().find(|s| s.id == *id).cloned()
+    }
+
+    /// Keeps a compiled snapshot for reuse: every active one and the most
+    /// recent few others.
+    fn remember(&self, snap: &Arc<Snapshot>) {
+        let Ok(mut compiled) = self.compiled.lock() else {
+            return;
+        };
+        compiled.retain(|s| s.id != snap.id);
+        compiled.push_back(snap.clone());
+        let active = self.active.load();
+        let inactive = |s: &Arc<Snapshot>| !active.values().any(|a| a.id == s.id);
+        while compiled.iter().filter(|s| inactive(s)).count() > KEEP_INACTIVE {
+            match compiled.iter().position(inactive) {
+                Some(oldest) => compiled.remove(oldest),
+                None => break,
+            };
+        }
+    }
+}
+
+/// Loads a policy on a blocking thread: compiling a large policy takes
+/// hundreds of milliseconds, which must not stall the request threads.
+async fn load_off_thread(
+    source: &str,
+    file: &str,
+) -> Result<Result<policy::Loaded, policy::PolicyError>, Refusal> {
+    let (source, file) = (source.to_owned(), file.to_owned());
+    tokio::task::spawn_blocking(move || policy::load(&source, &file))
+        .await
+        .map_err(|_| Refusal::new(Reason::Internal, "policy validation was interrupted"))
+}
+
+fn snapshot_row(s: &Snapshot, now: i64) -> SnapshotRow {
+    SnapshotRow {
+        id: s.id.clone(),
+        name: s.name().to_owned(),
+        sha256: s.id.sha256().to_owned(),
+        version: None,
+        source: s.source.clone(),
+        canonical_json: s.canonical_json.clone(),
+        rule_count: s.policy.rules().len() as i64,
+        created_at: now,
+        activated_at: None,
+        activated_by: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+    }
+}
+
+impl Engine {
+    /// At start: every scope's stored active snapshot, and the initial
+    /// policy for `system` when there is none (or when it is forced).
+    pub(super) async fn load_snapshots(
+        &self,
+        initial: Option<InitialPolicy>,
+    ) -> Result<(), Refusal> {
+        let system = Scope::system();
+        let stored = self.store.active_snapshots().await.map_err(store_refusal)?;
+        let has_system = stored.iter().any(|(s, _)| *s == system);
+        for (scope, row) in &stored {
+            if *scope == system && initial.as_ref().is_some_and(|p| p.force) {
+                continue;
+            }
+            let snap = self.compiled_snapshot(row).await?;
+            self.check_gates(&snap, "stored")?;
+            self.snapshots.set_active(scope, snap);
+        }
+        match initial {
+            Some(p) if p.force || !has_system => {
+                self.activate_source(&system, &p.source, &p.file, "system")
+                    .await?;
+                Ok(())
+            }
+            _ if has_system => Ok(()),
+            _ => Err(Refusal::new(
+                Reason::PolicyInvalid,
+                "the database has no active policy and none was given; pass --policy FILE",
+            )),
+        }
+    }
+
+    /// The compiled form of a stored snapshot, from the cache or compiled now.
+    pub(super) async fn compiled_snapshot(
+        &self,
+        row: &SnapshotRow,
+    ) -> Result<Arc<Snapshot>, Refusal> {
+        if let Some(s) = self.snapshots.cached(&row.id) {
+            return Ok(s);
+        }
+        let loaded = load_off_thread(&row.source, row.id.as_str())
+            .await?
+            .map_err(|e| {
+                Refusal::new(
+                    Reason::Internal,
+                    format!("stored snapshot {} no longer loads: {e}", row.id),
+                )
+            })?;
+        if loaded.snapshot.id != row.id {
+            return Err(Refusal::new(
+                Reason::Internal,
+                format!(
+                    "stored snapshot {} hashes to {} with this version of gavel",
+                    row.id, loaded.snapshot.id
+                ),
+            ));
+        }
+        let snap = Arc::new(loaded.snapshot);
+        self.snapshots.remember(&snap);
+        Ok(snap)
+    }
+
+    /// Refuses a snapshot whose gates no set of distinct configured people can fill.
+    fn check_gates(&self, snap: &Snapshot, file: &str) -> Result<(), Refusal> {
+        if self.directory.is_empty() {
+            return Ok(());
+        }
+        let bad = policy::unsatisfiable_gates(snap.policy.doc(), &self.directory.people(), file);
+        match bad.first() {
+            None => Ok(()),
+            Some(f) => Err(Refusal::new(Reason::GateUnsatisfiable, f.message.clone())),
+        }
+    }
+
+    async fn validate_policy(
+        &self,
+        source: &str,
+        file: &str,
+    ) -> Result<(Snapshot, Vec<Finding>), Refusal> {
+        let loaded = load_off_thread(source, file).await?.map_err(|e| {
+            let lines: Vec<String> = e
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(Finding::to_string)
+                .collect();
+            Refusal::field(Reason::PolicyInvalid, "source", lines.join("\n"))
+        })?;
+        self.check_gates(&loaded.snapshot, file)?;
+        Ok((loaded.snapshot, loaded.warnings))
+    }
+
+    async fn activate_source(
+        &self,
+        scope: &Scope,
+        source: &str,
+        file: &str,
+        actor: &str,
+    ) -> Result<Reloaded, Refusal> {
+        let (snap, warnings) = self.validate_policy(source, file).await?;
+        let now = self.now();
+        let stored = self
+            .store
+            .activate_snapshot(scope, snapshot_row(&snap, now), actor, now)
+            .await
+            .map_err(store_refusal)?;
+        self.snapshots.set_active(scope, Arc::new(snap));
+        Ok(Reloaded {
+            snapshot: stored.snapshot,
+            active: true,
+            activated: true,
+            unchanged: !stored.changed,
+            warnings,
+        })
+    }
+
+    pub async fn reload_policy(
+        &self,
+        who: &crate::identity::Identity,
+        source: &str,
+        file: &str,
+        dry_run: bool,
+    ) -> Result<Reloaded, Refusal> {
+        require(who, OPERATOR, "ReloadPolicy")?;
+        let scope = Scope::system();
+        if dry_run {
+            let (snap, warnings) = self.validate_policy(source, file).await?;
+            let existing = self
+                .store
+                .snapshot(snap.id.as_str())
+                .await
+                .map_err(store_refusal)?;
+            let unchanged = self.active_in(&scope).is_some_and(|a| a.id == snap.id);
+            return Ok(Reloaded {
+                snapshot: existing.unwrap_or_else(|| snapshot_row(&snap, self.now())),
+                active: unchanged,
+                activated: false,
+                unchanged,
+                warnings,
+            });
+        }
+        let out = self
+            .activate_source(&scope, source, file, &who.name)
+            .await?;
+        tracing::info!(snapshot = %out.snapshot.id, by = %who.name, unchanged = out.unchanged, "policy reloaded");
+        Ok(out)
+    }
+
+    fn view(&self, row: SnapshotRow) -> SnapshotView {
+        SnapshotView {
+            active: self.snapshots.is_active(&row.id),
+            row,
+        }
+    }
+
+    pub async fn get_policy(
+        &self,
+        who: &crate::identity::Identity,
+        snapshot_id: &str,
+    ) -> Result<SnapshotView, Refusal> {
+        require(who, OPERATOR, "GetPolicy")?;
+        let id = if snapshot_id.is_empty() {
+            self.active()
+                .map(|s| s.id.to_string())
+                .ok_or_else(|| Refusal::new(Reason::NotFound, "no active snapshot"))?
+        } else {
+            snapshot_id.to_owned()
+        };
+        let row = self
+            .store
+            .snapshot(&id)
+            .await
+            .map_err(store_refusal)?
+            .ok_or_else(|| Refusal::new(Reason::NotFound, format!("no snapshot `{id}`")))?;
+        Ok(self.view(row))
+    }
+
+    /// Snapshots by policy name and version, a page at a time (the token
+    /// is the offset of the next page).
+    pub async fn list_snapshots(
+        &self,
+        who: &crate::identity::Identity,
+        name: Option<&str>,
+        page_size_asked: u32,
+        page_token: &str,
+    ) -> Result<Page<SnapshotView>, Refusal> {
+        require(who, OPERATOR, "ListSnapshots")?;
+        let start: usize = if page_token.is_empty() {
+            0
+        } else {
+            page_token.parse().map_err(|_| bad_page_token())?
+        };
+        let size = page_size(page_size_asked) as usize;
+        let rows = self.store.snapshots(name).await.map_err(store_refusal)?;
+        let end = start.saturating_add(size);
+        let next_page_token = if end < rows.len() {
+            end.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .skip(start)
+                .take(size)
+                .map(|row| self.view(row))
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    pub async fn revoke_snapshot(
+        &self,
+        who: &crate::identity::Identity,
+        snapshot_id: &str,
+        reason: &str,
+    ) -> Result<SnapshotView, Refusal> {
+        require(who, OPERATOR, "RevokeSnapshot")?;
+        let id = SnapshotId::parse(snapshot_id)
+            .map_err(|e| Refusal::field(Reason::InvalidArgument, "snapshot_id", e))?;
+        if reason.trim().is_empty() {
+            return Err(Refusal::field(
+                Reason::ReasonRequired,
+                "reason",
+                "a reason is required",
+            ));
+        }
+        if self.snapshots.is_active(&id) {
+            return Err(Refusal::new(
+                Reason::InvalidArgument,
+                "the active snapshot cannot be revoked; activate another one first",
+            ));
+        }
+        let row = self
+            .store
+            .revoke_snapshot(snapshot_id, &who.name, reason, self.now())
+            .await
+            .map_err(store_refusal)?
+            .ok_or_else(|| {
+                Refusal::new(Reason::NotFound, format!("no snapshot `{snapshot_id}`"))
+            })?;
+        Ok(SnapshotView { row, active: false })
+    }
+
+    /// Explain: evaluate without recording. Operators may evaluate as another
+    /// principal; everyone else is evaluated as themselves.
+    pub async fn explain(
+        &self,
+        who: &crate::identity::Identity,
+        input: JobInput,
+        principal: &str,
+        snapshot_id: &str,
+    ) -> Result<(policy::Explanation, JobHash, SnapshotId), Refusal> {
+        let principal = if principal.is_empty() || principal == who.name {
+            who.name.clone()
+        } else {
+            require(who, OPERATOR, "Explain as another principal")?;
+            principal.to_owned()
+        };
+        let job = Job::from_input(input, &self.options.limits)?;
+        let snap = if snapshot_id.is_empty() {
+            self.snapshots
+                .active(&self.snapshots.scope_of(&job))
+                .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))?
+        } else {
+            let row = self
+                .store
+                .snapshot(snapshot_id)
+                .await
+                .map_err(store_refusal)?
+                .ok_or_else(|| {
+                    Refusal::new(Reason::NotFound, format!("no snapshot `{snapshot_id}`"))
+                })?;
+            self.compiled_snapshot(&row).await?
+        };
+        Ok((
+            snap.policy.explain(&job, Some(&principal)),
+            job.hash(),
+            snap.id.clone(),
+        ))
+    }
+}

@@ -1,0 +1,182 @@
+//! What a backend provides — a pool, its dialect, a way to run writes
+//! (its locking and transactions) — and the one implementation of
+//! [`Store`] on top of it.
+
+use super::ops::{self, DecisionReplies, Dialect, Write};
+use super::{
+    Activated, JobFilter, OutboxRow, Recorded, SnapshotRow, Store, StoreError, StoreEvent,
+    TransitionError,
+};
+use crate::approval::{Command, JobRecord, Transition};
+use crate::audit::AuditEntry;
+use crate::policy::Scope;
+use async_trait::async_trait;
+use std::future::Future;
+use tokio::sync::{mpsc, oneshot};
+
+/// A database gavel can keep its state in.
+pub(crate) trait Backend: Send + Sync + 'static {
+    type Db: sqlx::Database<Connection: super::conn::Conn>;
+
+    /// Connections for reads.
+    fn pool(&self) -> &sqlx::Pool<Self::Db>;
+
+    fn dialect(&self) -> &'static Dialect;
+
+    /// Runs a write in a transaction (or hands it to the task that does);
+    /// the answer goes to the write's reply channel once it is committed
+    /// or rolled back.
+    fn submit(&self, write: Write) -> impl Future<Output = ()> + Send;
+
+    /// See [`Store::batches_writes`].
+    fn batches_writes(&self) -> bool;
+
+    /// See [`Store::listen`].
+    fn listen(&self) -> impl Future<Output = Option<mpsc::Receiver<StoreEvent>>> + Send {
+        async { None }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".into())
+}
+
+/// The answer of a submitted write; a dropped reply means it never ran.
+async fn answer<T, E: From<StoreError>>(rx: oneshot::Receiver<Result<T, E>>) -> Result<T, E> {
+    rx.await.map_err(|_| E::from(stopped()))?
+}
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn activate_snapshot(
+        &self,
+        scope: &Scope,
+        snapshot: SnapshotRow,
+        actor: &str,
+        now: i64,
+    ) -> Result<Activated, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Write::Activate {
+            scope: scope.clone(),
+            snapshot: Box::new(snapshot),
+            actor: actor.to_owned(),
+            now,
+            reply,
+        })
+        .await;
+        answer(rx).await
+    }
+
+    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::active_snapshots(&mut *c).await
+    }
+
+    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::snapshot(&mut *c, id).await
+    }
+
+    async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::snapshots(&mut *c, name).await
+    }
+
+    async fn revoke_snapshot(
+        &self,
+        id: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<SnapshotRow>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Write::Revoke {
+            id: id.to_owned(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            now,
+            reply,
+        })
+        .await;
+        answer(rx).await
+    }
+
+    async fn record_decisions(
+        &self,
+        decisions: Vec<Transition>,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let count = decisions.len();
+        self.submit(Write::Decisions(
+            decisions,
+            DecisionReplies::one(count, reply),
+        ))
+        .await;
+        answer(rx).await
+    }
+
+    fn batches_writes(&self) -> bool {
+        Backend::batches_writes(self)
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::job(&mut *c, self.dialect(), job_id).await
+    }
+
+    async fn transition(
+        &self,
+        job_id: &str,
+        command: Command,
+        now: i64,
+    ) -> Result<JobRecord, TransitionError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Write::Transition {
+            job_id: job_id.to_owned(),
+            command: Box::new(command),
+            now,
+            reply,
+        })
+        .await;
+        answer(rx).await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::jobs(&mut *c, self.dialect(), filter).await
+    }
+
+    async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::due(&mut *c, now, limit).await
+    }
+
+    async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::audit_for_job(&mut *c, job_id).await
+    }
+
+    async fn audit_page(
+        &self,
+        chain: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::audit_page(&mut *c, chain, after_seq, limit).await
+    }
+
+    async fn chains(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::chains(&mut *c).await
+    }
+
+    async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut c = self.pool().acquire().await?;
+        ops::outbox(&mut *c, limit).await
+    }
+
+    async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        Backend::listen(self).await
+    }
+}
