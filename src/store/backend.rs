@@ -1,6 +1,6 @@
-//! What a backend provides — a pool, its dialect, a way to run writes
-//! (its locking and transactions) — and the one implementation of
-//! [`Store`] on top of it.
+//! What a backend provides — its dialect and a way to run writes (its
+//! locking and transactions) — and the one implementation of [`Store`]
+//! on top of it, reading from a pool of the backend's connections.
 
 use super::ops::{self, DecisionReplies, Dialect, Write};
 use super::{
@@ -14,14 +14,12 @@ use async_trait::async_trait;
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
 
-/// A database gavel can keep its state in.
+/// How a database gavel can keep its state in is written to.
 pub(crate) trait Backend: Send + Sync + 'static {
     type Db: sqlx::Database<Connection: super::conn::Conn>;
 
-    /// Connections for reads.
-    fn pool(&self) -> &sqlx::Pool<Self::Db>;
-
-    fn dialect(&self) -> &'static Dialect;
+    /// The statements that differ on this database.
+    const DIALECT: &'static Dialect;
 
     /// Runs a write in a transaction (or hands it to the task that does);
     /// the answer goes to the write's reply channel once it is committed
@@ -37,6 +35,27 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
 }
 
+/// A database URL the driver could not parse.
+pub(crate) fn invalid_url(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("invalid database url: {e}"))
+}
+
+/// Applies a backend's migrations (serialised across processes by sqlx's
+/// migration lock).
+pub(crate) async fn migrate<DB>(
+    pool: &sqlx::Pool<DB>,
+    migrator: sqlx::migrate::Migrator,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
@@ -46,8 +65,14 @@ async fn answer<T, E: From<StoreError>>(rx: oneshot::Receiver<Result<T, E>>) -> 
     rx.await.map_err(|_| E::from(stopped()))?
 }
 
+/// A store: reads from a pool, writes through the backend.
+pub(crate) struct Stored<B: Backend> {
+    pub(crate) reads: sqlx::Pool<B::Db>,
+    pub(crate) writes: B,
+}
+
 #[async_trait]
-impl<B: Backend> Store for B {
+impl<B: Backend> Store for Stored<B> {
     async fn activate_snapshot(
         &self,
         scope: &Scope,
@@ -56,29 +81,30 @@ impl<B: Backend> Store for B {
         now: i64,
     ) -> Result<Activated, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Write::Activate {
-            scope: scope.clone(),
-            snapshot: Box::new(snapshot),
-            actor: actor.to_owned(),
-            now,
-            reply,
-        })
-        .await;
+        self.writes
+            .submit(Write::Activate {
+                scope: scope.clone(),
+                snapshot: Box::new(snapshot),
+                actor: actor.to_owned(),
+                now,
+                reply,
+            })
+            .await;
         answer(rx).await
     }
 
     async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::active_snapshots(&mut *c).await
     }
 
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::snapshot(&mut *c, id).await
     }
 
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::snapshots(&mut *c, name).await
     }
 
@@ -90,14 +116,15 @@ impl<B: Backend> Store for B {
         now: i64,
     ) -> Result<Option<SnapshotRow>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Write::Revoke {
-            id: id.to_owned(),
-            actor: actor.to_owned(),
-            reason: reason.to_owned(),
-            now,
-            reply,
-        })
-        .await;
+        self.writes
+            .submit(Write::Revoke {
+                id: id.to_owned(),
+                actor: actor.to_owned(),
+                reason: reason.to_owned(),
+                now,
+                reply,
+            })
+            .await;
         answer(rx).await
     }
 
@@ -107,21 +134,22 @@ impl<B: Backend> Store for B {
     ) -> Result<Vec<Recorded>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let count = decisions.len();
-        self.submit(Write::Decisions(
-            decisions,
-            DecisionReplies::one(count, reply),
-        ))
-        .await;
+        self.writes
+            .submit(Write::Decisions(
+                decisions,
+                DecisionReplies::one(count, reply),
+            ))
+            .await;
         answer(rx).await
     }
 
     fn batches_writes(&self) -> bool {
-        Backend::batches_writes(self)
+        self.writes.batches_writes()
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let mut c = self.pool().acquire().await?;
-        ops::job(&mut *c, self.dialect(), job_id).await
+        let mut c = self.reads.acquire().await?;
+        ops::job(&mut *c, B::DIALECT, job_id).await
     }
 
     async fn transition(
@@ -131,28 +159,29 @@ impl<B: Backend> Store for B {
         now: i64,
     ) -> Result<JobRecord, TransitionError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Write::Transition {
-            job_id: job_id.to_owned(),
-            command: Box::new(command),
-            now,
-            reply,
-        })
-        .await;
+        self.writes
+            .submit(Write::Transition {
+                job_id: job_id.to_owned(),
+                command: Box::new(command),
+                now,
+                reply,
+            })
+            .await;
         answer(rx).await
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
-        let mut c = self.pool().acquire().await?;
-        ops::jobs(&mut *c, self.dialect(), filter).await
+        let mut c = self.reads.acquire().await?;
+        ops::jobs(&mut *c, B::DIALECT, filter).await
     }
 
     async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::due(&mut *c, now, limit).await
     }
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::audit_for_job(&mut *c, job_id).await
     }
 
@@ -162,21 +191,21 @@ impl<B: Backend> Store for B {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::audit_page(&mut *c, chain, after_seq, limit).await
     }
 
     async fn chains(&self) -> Result<Vec<String>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::chains(&mut *c).await
     }
 
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.reads.acquire().await?;
         ops::outbox(&mut *c, limit).await
     }
 
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
-        Backend::listen(self).await
+        self.writes.listen().await
     }
 }

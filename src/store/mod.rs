@@ -13,9 +13,9 @@
 mod backend;
 mod conn;
 mod ops;
-pub mod postgres;
+mod postgres;
 mod rows;
-pub mod sqlite;
+mod sqlite;
 
 use crate::approval::{Command, JobRecord, JobState, NotificationKind, Refused, Transition};
 use crate::audit::{AuditEntry, EventKind};
@@ -258,9 +258,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store a database URL names: `sqlite://…` or `postgres://…`.
 pub async fn open(url: &str, chain: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url, chain).await?))
+        Ok(Arc::new(postgres::open(url, chain).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, chain).await?))
+        Ok(Arc::new(sqlite::open(url, chain).await?))
     } else {
         // Only the scheme: a URL may hold a password.
         let scheme = url.split("://").next().unwrap_or("");

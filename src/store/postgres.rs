@@ -6,7 +6,7 @@
 //! `NOTIFY gavel_events` so other replicas switch snapshots and update
 //! watchers at once.
 
-use super::backend::Backend;
+use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::ops::{Dialect, Effects, Write};
 use super::rows::job_columns;
 use super::{StoreError, StoreEvent};
@@ -65,49 +65,35 @@ static DIALECT: Dialect = Dialect {
     notify: Some(concat!("SELECT pg_notify('", channel!(), "', $1)")),
 };
 
-/// A PostgreSQL-backed store.
-pub struct PostgresStore {
+/// Writes run in transactions of their own on the pool.
+pub(crate) struct PgWriter {
     pool: PgPool,
     chain: String,
 }
 
-impl PostgresStore {
-    /// Connects to `url` (`postgres://…`), applies migrations (serialised
-    /// across replicas by sqlx's migration lock), and appends audit entries
-    /// to `chain`.
-    pub async fn open(url: &str, chain: &str) -> Result<PostgresStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid database url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(PostgresStore {
+/// Connects to `url` (`postgres://…`), applies migrations (serialised
+/// across replicas by sqlx's migration lock), and appends audit entries
+/// to `chain`.
+pub(crate) async fn open(url: &str, chain: &str) -> Result<Stored<PgWriter>, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(invalid_url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    migrate(&pool, sqlx::migrate!("migrations/postgres")).await?;
+    Ok(Stored {
+        reads: pool.clone(),
+        writes: PgWriter {
             pool,
             chain: chain.to_owned(),
-        })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
+        },
+    })
 }
 
-impl Backend for PostgresStore {
+impl Backend for PgWriter {
     type Db = Postgres;
-
-    fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    fn dialect(&self) -> &'static Dialect {
-        &DIALECT
-    }
+    const DIALECT: &'static Dialect = &DIALECT;
 
     /// Each write is its own transaction: replicas lock rows, not a process.
     async fn submit(&self, write: Write) {

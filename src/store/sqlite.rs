@@ -9,7 +9,7 @@
 //! sees the effects of the ones before it, and a failure rolls the whole
 //! batch back and fails every write in it.
 
-use super::backend::Backend;
+use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::ops::{DecisionReplies, Dialect, Effects, Write};
 use super::rows::job_columns;
 use super::{StoreError, StoreEvent};
@@ -59,52 +59,37 @@ static DIALECT: Dialect = Dialect {
 /// The most writes committed together.
 const MAX_BATCH: usize = 512;
 
-/// A SQLite-backed store.
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// Writes go to the writer task.
+pub(crate) struct SqliteWriter {
     writes: mpsc::Sender<Write>,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path`),
-    /// applies migrations, and appends audit entries to `chain`.
-    pub async fn open(url: &str, chain: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid database url: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        let (writes, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(pool.clone(), chain.to_owned(), rx));
-        Ok(SqliteStore { pool, writes })
-    }
-
-    /// The pool, for tests that need to reach under the store (tampering).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
+/// Opens (creating if needed) the database at `url` (`sqlite://path`),
+/// applies migrations, and appends audit entries to `chain`.
+pub(crate) async fn open(url: &str, chain: &str) -> Result<Stored<SqliteWriter>, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(invalid_url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    migrate(&pool, sqlx::migrate!("migrations/sqlite")).await?;
+    let (writes, rx) = mpsc::channel(4096);
+    tokio::spawn(writer(pool.clone(), chain.to_owned(), rx));
+    Ok(Stored {
+        reads: pool,
+        writes: SqliteWriter { writes },
+    })
 }
 
-impl Backend for SqliteStore {
+impl Backend for SqliteWriter {
     type Db = Sqlite;
-
-    fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    fn dialect(&self) -> &'static Dialect {
-        &DIALECT
-    }
+    const DIALECT: &'static Dialect = &DIALECT;
 
     async fn submit(&self, write: Write) {
         if let Err(mpsc::error::SendError(write)) = self.writes.send(write).await {

@@ -398,3 +398,118 @@ pub fn listening_addr(server: &mut std::process::Child) -> String {
         .unwrap_or_else(|| panic!("the server did not start: {first}"))
         .to_owned()
 }
+
+/// Anything tests call gavel through as a named identity: a spawned test
+/// app, or a replica process.
+pub trait Caller {
+    async fn as_(&self, who: &str) -> Clients;
+}
+
+impl Caller for TestApp {
+    async fn as_(&self, who: &str) -> Clients {
+        TestApp::as_(self, who).await
+    }
+}
+
+/// `agent-1` decides `j`, then each of `approvers` approves it in turn
+/// (through `at`); the decision is returned for binding.
+pub async fn decide_and_approve(
+    at: &impl Caller,
+    j: pb::Job,
+    approvers: &[&str],
+) -> pb::DecideResponse {
+    let id = j.job_id.clone();
+    let d = decide(&mut at.as_("agent-1").await, j).await.unwrap();
+    for who in approvers {
+        approve(&mut at.as_(who).await, &id, &format!("approved by {who}"))
+            .await
+            .unwrap_or_else(|e| panic!("{who} approving {id}: {e:?}"));
+    }
+    d
+}
+
+/// The executor binds the decided job with the decided hash and snapshot,
+/// runs it and reports `outcome`: the bind and the final record.
+pub async fn bind_and_report(
+    at: &impl Caller,
+    d: &pb::DecideResponse,
+    outcome: pb::Outcome,
+    detail: &str,
+) -> (pb::BindResponse, pb::JobRecord) {
+    let mut exec = at.as_("executor").await;
+    let bound = bind_hash(&mut exec, &d.job_id, &d.job_hash, &d.policy_snapshot)
+        .await
+        .unwrap();
+    let done = exec
+        .decision
+        .report_outcome(pb::ReportOutcomeRequest {
+            job_id: d.job_id.clone(),
+            bind_id: bound.bind_id.clone(),
+            outcome: outcome as i32,
+            detail: detail.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    (bound, done)
+}
+
+/// The whole story of one job: decide, approve by each of `approvers`,
+/// bind, report success.
+pub async fn full_cycle(
+    at: &impl Caller,
+    j: pb::Job,
+    approvers: &[&str],
+) -> (pb::DecideResponse, pb::BindResponse, pb::JobRecord) {
+    let d = decide_and_approve(at, j, approvers).await;
+    let (bound, done) = bind_and_report(at, &d, pb::Outcome::Succeeded, "done").await;
+    (d, bound, done)
+}
+
+/// Binds the decided job from every one of `executors` at once; asserts
+/// every loser was refused ALREADY_BOUND and returns how many won.
+pub async fn race_binds(executors: Vec<Clients>, d: &pb::DecideResponse) -> usize {
+    let mut tasks = Vec::new();
+    for mut exec in executors {
+        let (id, h, s) = (
+            d.job_id.clone(),
+            d.job_hash.clone(),
+            d.policy_snapshot.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            bind_hash(&mut exec, &id, &h, &s).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) => assert_eq!(reason(&e), "ALREADY_BOUND"),
+        }
+    }
+    wins
+}
+
+/// Polls `check` (a call to a server, which takes its own time) until it
+/// returns `Some`, failing the test after `bound` (generous: the condition
+/// is expected long before). Not a timing assertion: only a guard against
+/// waiting forever.
+pub async fn eventually<T>(
+    what: &str,
+    bound: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not true after {bound:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}

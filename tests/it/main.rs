@@ -13,6 +13,7 @@ mod replicas;
 mod server;
 mod store;
 mod suites;
+mod transitions;
 
 use gavel::job::{Job, Limits};
 use gavel::policy::{self, Evaluation, Snapshot};

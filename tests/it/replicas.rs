@@ -6,7 +6,7 @@ use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use pb::JobState as S;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
 /// The replica tests' policy: the usual one plus a job kind that escalates
@@ -45,6 +45,12 @@ impl Replica {
             .await
             .unwrap();
         clients(channel, Some(token(who)))
+    }
+}
+
+impl Caller for Replica {
+    async fn as_(&self, who: &str) -> Clients {
+        Replica::as_(self, who).await
     }
 }
 
@@ -150,35 +156,16 @@ async fn binds_racing_across_replicas_give_exactly_one_success() {
     let Some((a, b, _, _dir)) = two_replicas("replicas::binds").await else {
         return;
     };
-    let d = decide(&mut a.as_("agent-1").await, job("race-x", "deploy", &[]))
-        .await
-        .unwrap();
-    approve(&mut a.as_("alice").await, "race-x", "ok")
-        .await
-        .unwrap();
+    let d = decide_and_approve(&a, job("race-x", "deploy", &[]), &["alice"]).await;
     approve(&mut b.as_("bob").await, "race-x", "ok")
         .await
         .unwrap();
-    let mut tasks = Vec::new();
+    let mut executors = Vec::new();
     for i in 0..30 {
-        let mut exec = if i % 2 == 0 {
-            a.as_("executor").await
-        } else {
-            b.as_("executor").await
-        };
-        let (h, s) = (d.job_hash.clone(), d.policy_snapshot.clone());
-        tasks.push(tokio::spawn(async move {
-            bind_hash(&mut exec, "race-x", &h, &s).await
-        }));
+        let on = if i % 2 == 0 { &a } else { &b };
+        executors.push(on.as_("executor").await);
     }
-    let mut wins = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => wins += 1,
-            Err(e) => assert_eq!(reason(&e), "ALREADY_BOUND"),
-        }
-    }
-    assert_eq!(wins, 1);
+    assert_eq!(race_binds(executors, &d).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +211,7 @@ async fn approvers_racing_across_replicas_end_consistently() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_on_one_replica_reaches_every_replica_within_a_second() {
+async fn a_reload_on_one_replica_reaches_every_replica() {
     let Some((a, b, _, _dir)) = two_replicas("replicas::reload").await else {
         return;
     };
@@ -253,28 +240,25 @@ async fn a_reload_on_one_replica_reaches_every_replica_within_a_second() {
         .snapshot
         .unwrap();
     assert_ne!(reloaded.id, before.id);
-    let start = Instant::now();
+    // Replica b switches by itself: its decisions move to the new snapshot.
     let mut agent_b = b.as_("agent-1").await;
     let mut n = 0;
-    loop {
-        n += 1;
-        let d = decide(
-            &mut agent_b,
-            job(&format!("after-reload-{n}"), "deploy", &[]),
-        )
-        .await
-        .unwrap();
-        if d.policy_snapshot == reloaded.id {
-            assert_eq!(d.reason, "deploys need two people");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "replica b still decides with {} after a second",
-            d.policy_snapshot
-        );
-        tokio::task::yield_now().await;
-    }
+    let d = eventually(
+        "replica b decides with the reloaded snapshot",
+        Duration::from_secs(30),
+        async || {
+            n += 1;
+            let d = decide(
+                &mut agent_b,
+                job(&format!("after-reload-{n}"), "deploy", &[]),
+            )
+            .await
+            .unwrap();
+            (d.policy_snapshot == reloaded.id).then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(d.reason, "deploys need two people");
     for r in [&a, &b] {
         let s = r
             .as_("operator")
@@ -319,9 +303,11 @@ async fn sweepers_on_every_replica_expire_and_escalate_each_job_once() {
         }));
     }
     for w in watchers {
-        let last = tokio::time::timeout(Duration::from_secs(20), w)
+        // The jobs expire on the replicas' own clocks (real processes): a
+        // generous bound only guards against a hang.
+        let last = tokio::time::timeout(Duration::from_secs(60), w)
             .await
-            .expect("expired in time")
+            .expect("every watched job reached a final state")
             .unwrap();
         assert_eq!(last, Some(S::Expired));
     }
@@ -437,23 +423,19 @@ async fn an_unreachable_database_fails_closed() {
     .await
     .unwrap();
     // Termination is asynchronous: wait until the backends are gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
-        )))
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} connections survived termination"
-        );
-        tokio::task::yield_now().await;
-    }
+    let count = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'");
+    eventually(
+        "every connection to the database terminated",
+        Duration::from_secs(30),
+        async || {
+            let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count.clone()))
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
 
     let refused = decide(&mut agent, job("during", "deploy", &[]))
         .await

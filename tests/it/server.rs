@@ -681,32 +681,12 @@ async fn fifty_concurrent_binds_give_exactly_one_success(b: Backend) {
     let Some(app) = spawn_app(b).await else {
         return;
     };
-    let mut agent = app.as_("agent-1").await;
-    let d = decide(&mut agent, job("race-1", "deploy", &[]))
-        .await
-        .unwrap();
-    approve(&mut app.as_("alice").await, "race-1", "ok")
-        .await
-        .unwrap();
-    approve(&mut app.as_("bob").await, "race-1", "ok")
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
+    let d = decide_and_approve(&app, job("race-1", "deploy", &[]), &["alice", "bob"]).await;
+    let mut executors = Vec::new();
     for _ in 0..50 {
-        let mut exec = app.as_("executor").await;
-        let (h, s) = (d.job_hash.clone(), d.policy_snapshot.clone());
-        tasks.push(tokio::spawn(async move {
-            bind_hash(&mut exec, "race-1", &h, &s).await
-        }));
+        executors.push(app.as_("executor").await);
     }
-    let mut wins = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => wins += 1,
-            Err(e) => assert_eq!(reason(&e), "ALREADY_BOUND"),
-        }
-    }
-    assert_eq!(wins, 1);
+    assert_eq!(race_binds(executors, &d).await, 1);
 }
 
 async fn approvers_racing_for_the_last_slot_end_consistently(b: Backend) {
@@ -748,31 +728,78 @@ async fn approvers_racing_for_the_last_slot_end_consistently(b: Backend) {
     assert_eq!(r.approvals.len(), 2);
 }
 
+/// An approval and the expiry sweeper at the deadline's edge: one
+/// millisecond before it the approval wins and the sweeper leaves the job
+/// alone; at the deadline the job expires and the approval is refused.
+/// Each in both orders and at once, so a sweeper and an approver that
+/// disagreed about the deadline would show.
 async fn an_approval_racing_the_expiry_sweeper_ends_consistently(b: Backend) {
     let Some(app) = spawn_app(b).await else {
         return;
     };
     let mut agent = app.as_("agent-1").await;
-    decide(&mut agent, job("exp-race", "update", &["prod"]))
-        .await
-        .unwrap();
-    app.clock.advance_secs(10 * 60);
-    let mut alice = app.as_("alice").await;
-    let (approved, swept) = tokio::join!(approve(&mut alice, "exp-race", "ok"), app.engine.sweep());
-    assert_eq!(reason(&approved.unwrap_err()), "EXPIRED");
-    assert_eq!(swept.unwrap().0, 1);
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "exp-race".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
-    assert_eq!(state(&r), S::Expired);
-    assert!(r.approvals.is_empty());
+    let mut auditor = app.as_("auditor").await;
+    for (before, offset) in [(true, -1), (false, 0)] {
+        for order in ["approve first", "sweep first", "at once"] {
+            let id = format!("exp-race-{}-{}", -offset, order.replace(' ', "-"));
+            let d = decide(&mut agent, job(&id, "update", &["prod"]))
+                .await
+                .unwrap();
+            let deadline = d.expires_at.unwrap();
+            app.clock
+                .set_ms(deadline.seconds * 1000 + i64::from(deadline.nanos) / 1_000_000 + offset);
+            let mut alice = app.as_("alice").await;
+            let approved = match order {
+                "approve first" => {
+                    let a = approve(&mut alice, &id, "ok").await;
+                    app.engine.sweep().await.unwrap();
+                    a
+                }
+                "sweep first" => {
+                    app.engine.sweep().await.unwrap();
+                    approve(&mut alice, &id, "ok").await
+                }
+                _ => {
+                    let (a, swept) =
+                        tokio::join!(approve(&mut alice, &id, "ok"), app.engine.sweep());
+                    swept.unwrap();
+                    a
+                }
+            };
+            let r = agent
+                .decision
+                .get_job(pb::GetJobRequest { job_id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap();
+            let story: Vec<String> = auditor
+                .audit
+                .get_job_history(pb::GetJobHistoryRequest { job_id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+                .into_iter()
+                .map(|e| e.kind)
+                // The SLA (5m) is long past: a sweep before the approval
+                // escalates the job once, which is not what is raced here.
+                .filter(|k| k != "escalation")
+                .collect();
+            if before {
+                assert_eq!(state(&approved.unwrap()), S::Approved, "{id}");
+                assert_eq!(state(&r), S::Approved, "{id}");
+                assert_eq!(r.approvals.len(), 1, "{id}");
+                assert_eq!(story, ["decision", "approval"], "{id}");
+            } else {
+                assert_eq!(reason(&approved.unwrap_err()), "EXPIRED", "{id}");
+                assert_eq!(state(&r), S::Expired, "{id}");
+                assert!(r.approvals.is_empty(), "{id}");
+                assert_eq!(story, ["decision", "expiry"], "{id}");
+            }
+        }
+    }
 }
 
 async fn watch_streams_every_change_until_the_job_is_final(b: Backend) {
@@ -791,31 +818,10 @@ async fn watch_streams_every_change_until_the_job_is_final(b: Backend) {
         .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(state(first.job.as_ref().unwrap()), S::Pending);
-    approve(&mut app.as_("alice").await, "w-1", "ok")
-        .await
-        .unwrap();
-    approve(&mut app.as_("bob").await, "w-1", "ok")
-        .await
-        .unwrap();
-    let b = bind_hash(
-        &mut app.as_("executor").await,
-        "w-1",
-        &d.job_hash,
-        &d.policy_snapshot,
-    )
-    .await
-    .unwrap();
-    app.as_("executor")
-        .await
-        .decision
-        .report_outcome(pb::ReportOutcomeRequest {
-            job_id: "w-1".into(),
-            bind_id: b.bind_id,
-            outcome: pb::Outcome::Failed as i32,
-            detail: "boom".into(),
-        })
-        .await
-        .unwrap();
+    for who in ["alice", "bob"] {
+        approve(&mut app.as_(who).await, "w-1", "ok").await.unwrap();
+    }
+    bind_and_report(&app, &d, pb::Outcome::Failed, "boom").await;
     let mut kinds = Vec::new();
     while let Some(ev) = stream.next().await {
         let ev = ev.unwrap();
@@ -1233,35 +1239,7 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story(b: Ba
     let Some(app) = spawn_app(b).await else {
         return;
     };
-    let mut agent = app.as_("agent-1").await;
-    let d = decide(&mut agent, job("aud-1", "deploy", &[]))
-        .await
-        .unwrap();
-    approve(&mut app.as_("alice").await, "aud-1", "first")
-        .await
-        .unwrap();
-    approve(&mut app.as_("bob").await, "aud-1", "second")
-        .await
-        .unwrap();
-    let b = bind_hash(
-        &mut app.as_("executor").await,
-        "aud-1",
-        &d.job_hash,
-        &d.policy_snapshot,
-    )
-    .await
-    .unwrap();
-    app.as_("executor")
-        .await
-        .decision
-        .report_outcome(pb::ReportOutcomeRequest {
-            job_id: "aud-1".into(),
-            bind_id: b.bind_id,
-            outcome: 1,
-            detail: "done".into(),
-        })
-        .await
-        .unwrap();
+    full_cycle(&app, job("aud-1", "deploy", &[]), &["alice", "bob"]).await;
 
     let mut auditor = app.as_("auditor").await;
     let story = auditor
@@ -1554,6 +1532,83 @@ async fn the_approval_queue_lists_what_each_approver_may_act_on(b: Backend) {
     assert_eq!(page.items[0].resolution, "approved");
 }
 
+/// Snapshots page through the engine; a hostile page token is refused or
+/// gives an empty last page, never an overflow.
+async fn snapshot_pages_survive_hostile_tokens(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
+    let mut op = app.as_("operator").await;
+    for n in 1..=3 {
+        op.policy
+            .reload_policy(pb::ReloadPolicyRequest {
+                source: POLICY.replace("deploys need two reviewers", &format!("deploys, take {n}")),
+                filename: format!("v{n}.yaml"),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+    let list = |size: u32, token: String| pb::ListSnapshotsRequest {
+        page_size: size,
+        page_token: token,
+        ..Default::default()
+    };
+    let first = op
+        .policy
+        .list_snapshots(list(3, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.snapshots.len(), 3);
+    assert_eq!(first.next_page_token, "3");
+    let last = op
+        .policy
+        .list_snapshots(list(3, first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.snapshots.len(), 1, "four snapshots in all");
+    assert!(last.next_page_token.is_empty());
+    // Past the end, at the very end of usize, and with the largest page.
+    for token in ["4".to_owned(), usize::MAX.to_string()] {
+        let page = op
+            .policy
+            .list_snapshots(list(u32::MAX, token.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.snapshots.is_empty(), "{token}");
+        assert!(page.next_page_token.is_empty(), "{token}");
+    }
+    for token in ["-1", "x", "18446744073709551616"] {
+        let e = op
+            .policy
+            .list_snapshots(list(1, token.into()))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&e), "INVALID_ARGUMENT", "{token}");
+    }
+    let mut alice = app.as_("alice").await;
+    for token in ["1:", "99999999999999999999:x", "no-colon"] {
+        let e = alice
+            .approval
+            .list_approvals(pb::ListApprovalsRequest {
+                page_token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .err();
+        // A well-formed cursor past every job is an empty page; a malformed
+        // one is refused.
+        match token {
+            "1:" => assert!(e.is_none()),
+            _ => assert_eq!(reason(&e.unwrap()), "INVALID_ARGUMENT", "{token}"),
+        }
+    }
+}
+
 async fn reflection_lists_every_service(b: Backend) {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -1661,4 +1716,8 @@ crate::on_both_backends!(
 crate::on_both_backends!(
     reflection_lists_every_service,
     reflection_lists_every_service
+);
+crate::on_both_backends!(
+    snapshot_pages_survive_hostile_tokens,
+    snapshot_pages_survive_hostile_tokens
 );
