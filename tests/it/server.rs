@@ -1532,6 +1532,64 @@ async fn the_approval_queue_lists_what_each_approver_may_act_on(b: Backend) {
     assert_eq!(page.items[0].resolution, "approved");
 }
 
+/// Every change someone must hear about lands in the outbox, in the same
+/// transaction as the change: a job waiting, escalated, expired, resolved
+/// or overridden. Nothing else does.
+async fn notable_changes_are_written_to_the_outbox(b: Backend) {
+    let Some(app) = spawn_app(b).await else {
+        return;
+    };
+    let mut agent = app.as_("agent-1").await;
+    decide(&mut agent, job("ob-wait", "update", &["prod"]))
+        .await
+        .unwrap();
+    decide(&mut agent, job("ob-glass", "update", &["prod"]))
+        .await
+        .unwrap();
+    decide(&mut agent, job("ob-read", "read", &[]))
+        .await
+        .unwrap();
+    full_cycle(&app, job("ob-done", "deploy", &[]), &["alice", "bob"]).await;
+    app.as_("eve")
+        .await
+        .approval
+        .r#override(pb::OverrideRequest {
+            job_id: "ob-glass".into(),
+            reason: "incident 42".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    app.clock.advance_secs(6 * 60);
+    app.engine.sweep().await.unwrap();
+    app.clock.advance_secs(5 * 60);
+    app.engine.sweep().await.unwrap();
+
+    let store = gavel::store::open(&app.db_url, "reader").await.unwrap();
+    let mut ids: Vec<String> = store
+        .outbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "ob-done:1:pending",
+            "ob-done:3:resolved",
+            "ob-glass:1:pending",
+            "ob-glass:2:overridden",
+            "ob-glass:3:expired",
+            "ob-wait:1:pending",
+            "ob-wait:2:escalated",
+            "ob-wait:3:expired",
+        ],
+        "the allowed read (and its expiry), approvals short of the last, the bind and the outcome notify nobody"
+    );
+}
+
 /// Snapshots page through the engine; a hostile page token is refused or
 /// gives an empty last page, never an overflow.
 async fn snapshot_pages_survive_hostile_tokens(b: Backend) {
@@ -1720,4 +1778,8 @@ crate::on_both_backends!(
 crate::on_both_backends!(
     snapshot_pages_survive_hostile_tokens,
     snapshot_pages_survive_hostile_tokens
+);
+crate::on_both_backends!(
+    notable_changes_are_written_to_the_outbox,
+    notable_changes_are_written_to_the_outbox
 );
