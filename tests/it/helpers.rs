@@ -379,6 +379,31 @@ pub async fn bind_hash(
         .map(|r| r.into_inner())
 }
 
+/// A job as `c` may see it (the call must succeed).
+pub async fn job_of(c: &mut Clients, id: &str) -> pb::JobRecord {
+    c.decision
+        .get_job(pb::GetJobRequest { job_id: id.into() })
+        .await
+        .unwrap_or_else(|e| panic!("get {id}: {e:?}"))
+        .into_inner()
+        .job
+        .unwrap()
+}
+
+/// The kinds of a job's audit entries in order, as an auditor reads them.
+pub async fn story(auditor: &mut Clients, id: &str) -> Vec<String> {
+    auditor
+        .audit
+        .get_job_history(pb::GetJobHistoryRequest { job_id: id.into() })
+        .await
+        .unwrap_or_else(|e| panic!("history of {id}: {e:?}"))
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
 pub fn state(r: &pb::JobRecord) -> pb::JobState {
     pb::JobState::try_from(r.state).unwrap()
 }

@@ -125,18 +125,7 @@ async fn a_job_decided_on_one_replica_is_approved_and_bound_through_others() {
         .map(|x| x.approver.as_str())
         .collect();
     assert_eq!(who, ["alice", "bob"]);
-    let seen = b
-        .as_("agent-1")
-        .await
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "x-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let seen = job_of(&mut b.as_("agent-1").await, "x-1").await;
     assert_eq!(state(&seen), S::Bound);
     // Both replicas sign receipts with the one shared key.
     let jwks: serde_json::Value = serde_json::from_slice(
@@ -194,18 +183,7 @@ async fn approvers_racing_across_replicas_end_consistently() {
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(reason(r), "NOT_PENDING");
     }
-    let r = b
-        .as_("agent-1")
-        .await
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "slot-x".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut b.as_("agent-1").await, "slot-x").await;
     assert_eq!(state(&r), S::Approved);
     assert_eq!(r.approvals.len(), 2);
 }
@@ -313,17 +291,11 @@ async fn sweepers_on_every_replica_expire_and_escalate_each_job_once() {
     }
     let mut auditor = a.as_("auditor").await;
     for id in &ids {
-        let kinds: Vec<String> = auditor
-            .audit
-            .get_job_history(pb::GetJobHistoryRequest { job_id: id.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .entries
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(kinds, ["decision", "escalation", "expiry"], "{id}");
+        assert_eq!(
+            story(&mut auditor, id).await,
+            ["decision", "escalation", "expiry"],
+            "{id}"
+        );
     }
     // Each replica keeps its own chain; verification covers them all.
     let v = auditor

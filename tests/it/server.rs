@@ -274,16 +274,7 @@ async fn reject_and_cancel_are_final(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(reason(&late), "NOT_PENDING");
-    let d = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "rej-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let d = job_of(&mut agent, "rej-1").await;
     let b = bind_hash(
         &mut app.as_("executor").await,
         "rej-1",
@@ -444,29 +435,11 @@ async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once(b: Back
     app.clock.advance_secs(6 * 60);
     assert_eq!(app.engine.sweep().await.unwrap(), (0, 1));
     assert_eq!(app.engine.sweep().await.unwrap(), (0, 0));
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "exp-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "exp-1").await;
     assert!(r.escalated);
     // Past the timeout (10m): expired before the sweeper runs.
     app.clock.advance_secs(5 * 60);
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "exp-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "exp-1").await;
     assert_eq!(state(&r), S::Expired);
     let late = approve(&mut app.as_("alice").await, "exp-1", "ok")
         .await
@@ -497,16 +470,7 @@ async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once(b: Back
         .unwrap();
     assert_eq!(state(&r), S::Approved);
     app.clock.advance_secs(5 * 60);
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "exp-2".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "exp-2").await;
     assert_eq!(state(&r), S::Expired);
 
     let history = app
@@ -714,16 +678,7 @@ async fn approvers_racing_for_the_last_slot_end_consistently(b: Backend) {
             assert_eq!(reason(e), "NOT_PENDING");
         }
     }
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "slot-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "slot-1").await;
     assert_eq!(state(&r), S::Approved);
     assert_eq!(r.approvals.len(), 2);
 }
@@ -766,25 +721,12 @@ async fn an_approval_racing_the_expiry_sweeper_ends_consistently(b: Backend) {
                     a
                 }
             };
-            let r = agent
-                .decision
-                .get_job(pb::GetJobRequest { job_id: id.clone() })
+            let r = job_of(&mut agent, &id).await;
+            // The SLA (5m) is long past: a sweep before the approval
+            // escalates the job once, which is not what is raced here.
+            let story: Vec<String> = story(&mut auditor, &id)
                 .await
-                .unwrap()
-                .into_inner()
-                .job
-                .unwrap();
-            let story: Vec<String> = auditor
-                .audit
-                .get_job_history(pb::GetJobHistoryRequest { job_id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner()
-                .entries
                 .into_iter()
-                .map(|e| e.kind)
-                // The SLA (5m) is long past: a sweep before the approval
-                // escalates the job once, which is not what is raced here.
                 .filter(|k| k != "escalation")
                 .collect();
             if before {
@@ -1375,29 +1317,11 @@ async fn a_restarted_server_keeps_every_state(backend: Backend) {
         return;
     };
     let mut agent = app.as_("agent-1").await;
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "rs-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "rs-1").await;
     assert_eq!(state(&r), S::Pending);
     assert_eq!(r.approvals.len(), 1);
     assert_eq!(r.policy_snapshot, pending.policy_snapshot);
-    let r = agent
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "rs-2".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let r = job_of(&mut agent, "rs-2").await;
     assert_eq!(state(&r), S::Bound);
     assert_eq!(r.bind_id, b.bind_id);
     // The approval continues where it stopped, and binds once.

@@ -58,6 +58,20 @@ async fn open(backend: Backend, test: &str) -> Option<(Arc<dyn Store>, Option<te
     Some((gavel::store::open(&url, "main").await.unwrap(), dir))
 }
 
+/// A fresh store with snapshot `a` of policy `p` active in `system`.
+async fn open_active(
+    backend: Backend,
+    test: &str,
+) -> Option<(Arc<dyn Store>, Option<tempfile::TempDir>, SnapshotRow)> {
+    let (store, dir) = open(backend, test).await?;
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
+        .await
+        .unwrap()
+        .snapshot;
+    Some((store, dir, s))
+}
+
 fn snapshot(id_hash: char, name: &str) -> SnapshotRow {
     let loaded = gavel::policy::load(super::helpers::POLICY, "p.yaml").unwrap();
     SnapshotRow {
@@ -223,14 +237,9 @@ async fn snapshots_activate_version_and_revoke(backend: Backend) {
 crate::on_both_backends!(snapshots, snapshots_activate_version_and_revoke);
 
 async fn decisions_are_recorded_once(backend: Backend) {
-    let Some((store, _dir)) = open(backend, "store::decisions").await else {
+    let Some((store, _dir, s)) = open_active(backend, "store::decisions").await else {
         return;
     };
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
     let out = store
         .record_decisions(vec![
             decided(&s.id, "j1", "deploy", 100),
@@ -259,14 +268,9 @@ async fn decisions_are_recorded_once(backend: Backend) {
 crate::on_both_backends!(decisions, decisions_are_recorded_once);
 
 async fn transitions_are_guarded_and_audited(backend: Backend) {
-    let Some((store, _dir)) = open(backend, "store::transitions").await else {
+    let Some((store, _dir, s)) = open_active(backend, "store::transitions").await else {
         return;
     };
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
     store
         .record_decisions(vec![decided(&s.id, "j1", "deploy", 100)])
         .await
@@ -316,14 +320,9 @@ async fn transitions_are_guarded_and_audited(backend: Backend) {
 crate::on_both_backends!(transitions, transitions_are_guarded_and_audited);
 
 async fn listing_and_deadlines(backend: Backend) {
-    let Some((store, _dir)) = open(backend, "store::listing").await else {
+    let Some((store, _dir, s)) = open_active(backend, "store::listing").await else {
         return;
     };
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
     let mut batch = Vec::new();
     for i in 0..5 {
         batch.push(decided(&s.id, &format!("p{i}"), "deploy", 100 + i));
@@ -430,14 +429,9 @@ crate::on_both_backends!(concurrent_audit, concurrent_appends_keep_one_chain);
 /// Every transition that must be notified writes one outbox message in its
 /// own transaction, keyed by job, version and kind; the others write none.
 async fn transitions_write_their_outbox_messages(backend: Backend) {
-    let Some((store, _dir)) = open(backend, "store::outbox").await else {
+    let Some((store, _dir, s)) = open_active(backend, "store::outbox").await else {
         return;
     };
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
     // Pending (dep: two reviewers), allowed (read) and a pending one that
     // will be rejected.
     store
@@ -506,14 +500,9 @@ crate::on_both_backends!(outbox, transitions_write_their_outbox_messages);
 /// The sweep query and a record's effective state agree on when a deadline
 /// is reached: not a millisecond before, and at the deadline itself.
 async fn deadlines_agree_between_the_sweep_and_the_record(backend: Backend) {
-    let Some((store, _dir)) = open(backend, "store::deadlines").await else {
+    let Some((store, _dir, s)) = open_active(backend, "store::deadlines").await else {
         return;
     };
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
     store
         .record_decisions(vec![decided(&s.id, "soon", "read", 1000)])
         .await
