@@ -2,7 +2,9 @@
 //! locking and transactions) — and the one implementation of [`Store`]
 //! on top of it, reading from a pool of the backend's connections.
 
-use super::ops::{self, DecisionReplies, Dialect, Write};
+use super::effects::Dialect;
+use super::reads;
+use super::writes::{DecisionReplies, Write};
 use super::{
     Activated, JobFilter, OutboxRow, Recorded, SnapshotRow, Store, StoreError, StoreEvent,
     TransitionError,
@@ -95,17 +97,17 @@ impl<B: Backend> Store for Stored<B> {
 
     async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::active_snapshots(&mut *c).await
+        reads::active_snapshots(&mut *c).await
     }
 
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::snapshot(&mut *c, id).await
+        reads::snapshot(&mut *c, id).await
     }
 
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::snapshots(&mut *c, name).await
+        reads::snapshots(&mut *c, name).await
     }
 
     async fn revoke_snapshot(
@@ -149,7 +151,7 @@ impl<B: Backend> Store for Stored<B> {
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::job(&mut *c, B::DIALECT, job_id).await
+        reads::job(&mut *c, B::DIALECT, job_id).await
     }
 
     async fn transition(
@@ -172,17 +174,17 @@ impl<B: Backend> Store for Stored<B> {
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::jobs(&mut *c, B::DIALECT, filter).await
+        reads::jobs(&mut *c, B::DIALECT, filter).await
     }
 
     async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::due(&mut *c, now, limit).await
+        reads::due(&mut *c, now, limit).await
     }
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::audit_for_job(&mut *c, job_id).await
+        reads::audit_for_job(&mut *c, job_id).await
     }
 
     async fn audit_page(
@@ -192,17 +194,17 @@ impl<B: Backend> Store for Stored<B> {
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::audit_page(&mut *c, chain, after_seq, limit).await
+        reads::audit_page(&mut *c, chain, after_seq, limit).await
     }
 
     async fn chains(&self) -> Result<Vec<String>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::chains(&mut *c).await
+        reads::chains(&mut *c).await
     }
 
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let mut c = self.reads.acquire().await?;
-        ops::outbox(&mut *c, limit).await
+        reads::outbox(&mut *c, limit).await
     }
 
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {

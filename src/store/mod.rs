@@ -2,8 +2,8 @@
 //! scope has active, jobs and approvals, the audit log and the outbox. The
 //! only place with SQL.
 //!
-//! The logic is written once, in the core (`ops`, `rows`, `conn`,
-//! `backend`): every state change is one transaction that re-reads the
+//! The logic is written once, in the core (`writes`, `reads`, `effects`,
+//! `rows`, `conn`, `backend`): every state change is one transaction that re-reads the
 //! job, applies an [`approval::Command`](crate::approval::Command), writes
 //! the result guarded by the version it read, and writes the transition's
 //! effects (audit entries, outbox messages, change announcements) in the
@@ -12,10 +12,12 @@
 
 mod backend;
 mod conn;
-mod ops;
+mod effects;
 mod postgres;
+mod reads;
 mod rows;
 mod sqlite;
+mod writes;
 
 use crate::approval::{Command, JobRecord, JobState, NotificationKind, Refused, Transition};
 use crate::audit::{AuditEntry, EventKind};

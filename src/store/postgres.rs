@@ -7,7 +7,8 @@
 //! watchers at once.
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
-use super::ops::{Dialect, Effects, Write};
+use super::effects::{Dialect, Effects};
+use super::writes::Write;
 use super::rows::job_columns;
 use super::{StoreError, StoreEvent};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};

@@ -10,7 +10,8 @@
 //! batch back and fails every write in it.
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
-use super::ops::{DecisionReplies, Dialect, Effects, Write};
+use super::effects::{Dialect, Effects};
+use super::writes::{DecisionReplies, Write};
 use super::rows::job_columns;
 use super::{StoreError, StoreEvent};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -1,0 +1,204 @@
+//! The reads, written once for both databases; each runs on any
+//! connection of the pool (or inside a write's transaction).
+
+use super::conn::{Arg, Columns, Conn};
+use super::effects::Dialect;
+use super::rows::{self, json_text};
+use super::{JobFilter, OutboxRow, SnapshotRow, StoreError};
+use crate::approval::{JobRecord, JobState};
+use crate::audit::AuditEntry;
+use crate::policy::Scope;
+use std::sync::LazyLock;
+
+pub(crate) const SNAPSHOT_BY_ID: &str = concat!(
+    "SELECT ",
+    rows::snapshot_columns!(),
+    " FROM snapshots WHERE id = $1"
+);
+
+pub(crate) async fn load_job<C: Conn>(
+    c: &mut C,
+    sql: &'static str,
+    job_id: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    c.fetch_optional(sql, &[Arg::Text(job_id)])
+        .await?
+        .as_ref()
+        .map(rows::job)
+        .transpose()
+}
+
+pub(crate) async fn job<C: Conn>(
+    c: &mut C,
+    d: &Dialect,
+    job_id: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    load_job(c, d.job, job_id).await
+}
+
+pub(crate) async fn jobs<C: Conn>(
+    c: &mut C,
+    d: &Dialect,
+    f: &JobFilter,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let states: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
+    let states = json_text(&states)?;
+    let (after_at, after_id) = f
+        .after
+        .as_ref()
+        .map_or((i64::MIN, ""), |(a, b)| (*a, b.as_str()));
+    c.fetch_all(
+        d.jobs,
+        &[
+            Arg::Text(&states),
+            Arg::OptText(f.tenant.as_deref()),
+            Arg::Int(after_at),
+            Arg::Text(after_id),
+            Arg::Bool(f.unacknowledged_overrides),
+            Arg::Int(f.limit.max(1)),
+        ],
+    )
+    .await?
+    .iter()
+    .map(rows::job)
+    .collect()
+}
+
+/// The sweep query, built from the states that have a deadline.
+// INVARIANT: `expires_at <= $1` and `escalate_at <= $1` are
+// `approval::reached(deadline, now)`; a store test checks both agree at the
+// boundary.
+static DUE: LazyLock<String> = LazyLock::new(|| {
+    let states: Vec<String> = JobState::EXPIRING
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "SELECT job_id FROM jobs WHERE state IN ({}) AND expires_at <= $1 \
+         UNION SELECT job_id FROM jobs WHERE state = '{}' AND escalated = FALSE AND escalate_at <= $1 \
+         LIMIT $2",
+        states.join(", "),
+        JobState::Pending.as_str()
+    )
+});
+
+pub(crate) async fn due<C: Conn>(
+    c: &mut C,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let sql: &'static str = DUE.as_str();
+    c.fetch_all(sql, &[Arg::Int(now), Arg::Int(limit)])
+        .await?
+        .iter()
+        .map(|r| r.text("job_id"))
+        .collect()
+}
+
+const ACTIVE_SNAPSHOTS: &str = concat!(
+    "SELECT a.scope AS scope, ",
+    "s.id AS id, s.name AS name, s.sha256 AS sha256, s.version AS version, s.source AS source, s.canonical_json AS canonical_json, s.rule_count AS rule_count, s.created_at AS created_at, s.activated_at AS activated_at, s.activated_by AS activated_by, s.revoked_at AS revoked_at, s.revoked_by AS revoked_by, s.revoke_reason AS revoke_reason",
+    " FROM active_snapshots a JOIN snapshots s ON s.id = a.snapshot_id ORDER BY a.scope"
+);
+
+pub(crate) async fn active_snapshots<C: Conn>(
+    c: &mut C,
+) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
+    c.fetch_all(ACTIVE_SNAPSHOTS, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            let scope = r.text("scope")?;
+            let scope = Scope::parse(&scope).map_err(StoreError::Corrupt)?;
+            Ok((scope, rows::snapshot(r)?))
+        })
+        .collect()
+}
+
+pub(crate) async fn snapshot<C: Conn>(
+    c: &mut C,
+    id: &str,
+) -> Result<Option<SnapshotRow>, StoreError> {
+    c.fetch_optional(SNAPSHOT_BY_ID, &[Arg::Text(id)])
+        .await?
+        .as_ref()
+        .map(rows::snapshot)
+        .transpose()
+}
+
+const SNAPSHOTS: &str = concat!(
+    "SELECT ",
+    rows::snapshot_columns!(),
+    " FROM snapshots WHERE (CAST($1 AS TEXT) IS NULL OR name = $1) ORDER BY name, version IS NULL, version, created_at"
+);
+
+pub(crate) async fn snapshots<C: Conn>(
+    c: &mut C,
+    name: Option<&str>,
+) -> Result<Vec<SnapshotRow>, StoreError> {
+    c.fetch_all(SNAPSHOTS, &[Arg::OptText(name)])
+        .await?
+        .iter()
+        .map(rows::snapshot)
+        .collect()
+}
+
+const AUDIT_FOR_JOB: &str = concat!(
+    "SELECT ",
+    rows::audit_columns!(),
+    " FROM audit WHERE job_id = $1 ORDER BY at, chain, seq"
+);
+const AUDIT_PAGE: &str = concat!(
+    "SELECT ",
+    rows::audit_columns!(),
+    " FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+);
+const CHAINS: &str = "SELECT DISTINCT chain FROM audit ORDER BY chain";
+const OUTBOX: &str = concat!(
+    "SELECT ",
+    rows::outbox_columns!(),
+    " FROM outbox ORDER BY created_at, id LIMIT $1"
+);
+
+pub(crate) async fn audit_for_job<C: Conn>(
+    c: &mut C,
+    job_id: &str,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    c.fetch_all(AUDIT_FOR_JOB, &[Arg::Text(job_id)])
+        .await?
+        .iter()
+        .map(rows::audit)
+        .collect()
+}
+
+pub(crate) async fn audit_page<C: Conn>(
+    c: &mut C,
+    chain: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    c.fetch_all(
+        AUDIT_PAGE,
+        &[Arg::Text(chain), Arg::Int(after_seq), Arg::Int(limit)],
+    )
+    .await?
+    .iter()
+    .map(rows::audit)
+    .collect()
+}
+
+pub(crate) async fn chains<C: Conn>(c: &mut C) -> Result<Vec<String>, StoreError> {
+    c.fetch_all(CHAINS, &[])
+        .await?
+        .iter()
+        .map(|r| r.text("chain"))
+        .collect()
+}
+
+pub(crate) async fn outbox<C: Conn>(c: &mut C, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    c.fetch_all(OUTBOX, &[Arg::Int(limit)])
+        .await?
+        .iter()
+        .map(rows::outbox)
+        .collect()
+}
