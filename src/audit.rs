@@ -7,7 +7,7 @@
 //! `prev_hash` is the previous entry's hash in hex (64 zeros for the first
 //! entry of a chain). Each replica appends to its own chain.
 
-use crate::canonical::{sha256_hex, to_jcs};
+use crate::canonical::{sha256_hex, to_jcs, write_jcs, write_string};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -132,19 +132,34 @@ impl AuditEntry {
     /// The hash this entry's content and `prev_hash` imply:
     /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body}))`.
     pub fn expected_hash(&self) -> String {
-        let entry = json!({
-            "chain": self.chain,
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "job_id": self.job_id,
-            "snapshot_id": self.snapshot_id,
-            "kind": self.kind,
-            "body": self.body,
-        });
-        let mut bytes = self.prev_hash.as_bytes().to_vec();
-        bytes.extend_from_slice(to_jcs(&entry).as_bytes());
-        sha256_hex(&bytes)
+        self.hash_with_body(&to_jcs(&self.body))
+    }
+
+    /// The same hash, given the body's RFC 8785 text (the stored form), so
+    /// the body is written once for both the hash and the row.
+    fn hash_with_body(&self, body_jcs: &str) -> String {
+        // The entry object in RFC 8785 order: its keys are ASCII, so they
+        // sort as written here.
+        let mut text = String::with_capacity(self.prev_hash.len() + body_jcs.len() + 256);
+        text.push_str(&self.prev_hash);
+        text.push_str("{\"actor\":");
+        write_string(&mut text, &self.actor);
+        text.push_str(",\"at\":");
+        write_jcs(&mut text, &Value::from(self.at));
+        text.push_str(",\"body\":");
+        text.push_str(body_jcs);
+        text.push_str(",\"chain\":");
+        write_string(&mut text, &self.chain);
+        text.push_str(",\"job_id\":");
+        write_string(&mut text, &self.job_id);
+        text.push_str(",\"kind\":");
+        write_string(&mut text, &self.kind);
+        text.push_str(",\"seq\":");
+        write_jcs(&mut text, &Value::from(self.seq));
+        text.push_str(",\"snapshot_id\":");
+        write_string(&mut text, &self.snapshot_id);
+        text.push('}');
+        sha256_hex(text.as_bytes())
     }
 }
 
@@ -168,24 +183,26 @@ impl ChainHead {
         }
     }
 
-    /// The next entry of the chain for `event` at `at`, and the head moved past it.
-    pub fn append(&mut self, event: &AuditEvent, at: i64) -> AuditEntry {
+    /// The next entry of the chain for `event` at `at`, with its body as
+    /// RFC 8785 text (what is stored), and the head moved past it.
+    pub fn append(&mut self, event: AuditEvent, at: i64) -> (AuditEntry, String) {
         let mut entry = AuditEntry {
             chain: self.chain.clone(),
             seq: self.seq + 1,
             prev_hash: self.hash.clone(),
             entry_hash: String::new(),
             at,
-            actor: event.actor.clone(),
-            job_id: event.job_id.clone(),
-            snapshot_id: event.snapshot_id.clone(),
+            actor: event.actor,
+            job_id: event.job_id,
+            snapshot_id: event.snapshot_id,
             kind: event.kind.as_str().to_owned(),
-            body: event.body.clone(),
+            body: event.body,
         };
-        entry.entry_hash = entry.expected_hash();
+        let body = to_jcs(&entry.body);
+        entry.entry_hash = entry.hash_with_body(&body);
         self.seq = entry.seq;
         self.hash.clone_from(&entry.entry_hash);
-        entry
+        (entry, body)
     }
 }
 
@@ -279,9 +296,51 @@ mod tests {
                     snapshot_id: "snap".into(),
                     body: json!({ "n": seq }),
                 };
-                head.append(&event, 1000 + seq)
+                head.append(event, 1000 + seq).0
             })
             .collect()
+    }
+
+    /// The hash as SPEC §10 defines it, built the plain way.
+    fn plain_hash(e: &AuditEntry) -> String {
+        let entry = json!({
+            "chain": e.chain,
+            "seq": e.seq,
+            "at": e.at,
+            "actor": e.actor,
+            "job_id": e.job_id,
+            "snapshot_id": e.snapshot_id,
+            "kind": e.kind,
+            "body": e.body,
+        });
+        sha256_hex(format!("{}{}", e.prev_hash, to_jcs(&entry)).as_bytes())
+    }
+
+    #[test]
+    fn the_hash_is_the_plain_construction() {
+        let mut head = ChainHead::genesis("ré\"plica");
+        let event = AuditEvent {
+            kind: EventKind::BindRefused,
+            actor: "a\\b \u{1F600}".into(),
+            job_id: "job:1".into(),
+            snapshot_id: String::new(),
+            body: json!({ "z": [1.5, -0.0, 1e21], "a": { "\u{e000}": null, "b": "\n" } }),
+        };
+        let (e, body) = head.append(event, -5);
+        assert_eq!(body, to_jcs(&e.body));
+        assert_eq!(e.entry_hash, plain_hash(&e));
+        assert_eq!(e.expected_hash(), plain_hash(&e));
+        let (next, _) = head.append(
+            AuditEvent {
+                kind: EventKind::Decision,
+                actor: String::new(),
+                job_id: String::new(),
+                snapshot_id: "s".into(),
+                body: json!({}),
+            },
+            i64::MAX,
+        );
+        assert_eq!(next.entry_hash, plain_hash(&next));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 -- Active snapshots per policy scope (today only `system`; tenants add
 -- theirs), replacing the one-row table; and the outbox, where each
--- transition writes what must be notified in its own transaction.
+-- transition writes what must be notified in its own transaction. The
+-- delivery worker adds the index it claims messages by with its own
+-- migration: until then every row is only written.
 
 CREATE TABLE active_snapshots (
     scope       TEXT PRIMARY KEY,
@@ -23,5 +25,3 @@ CREATE TABLE outbox (
     attempts        BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL
 );
-CREATE INDEX outbox_by_due ON outbox (state, next_attempt_at);
-CREATE INDEX outbox_by_created ON outbox (created_at, id);

@@ -1,6 +1,8 @@
 -- Active snapshots per policy scope (today only `system`; tenants add
 -- theirs), replacing the one-row table; and the outbox, where each
--- transition writes what must be notified in its own transaction.
+-- transition writes what must be notified in its own transaction. The
+-- delivery worker adds the index it claims messages by with its own
+-- migration: until then every row is only written.
 
 CREATE TABLE active_snapshots (
     scope       TEXT PRIMARY KEY,
@@ -17,11 +19,9 @@ CREATE TABLE outbox (
     job_id          TEXT NOT NULL,
     job_version     INTEGER NOT NULL,
     tenant          TEXT NOT NULL,
-    body            TEXT NOT NULL,              -- JSON
+    body            TEXT NOT NULL,              -- JSON: the state the change left, and who made it
     created_at      INTEGER NOT NULL,
     state           TEXT NOT NULL DEFAULT 'pending',
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL
-);
-CREATE INDEX outbox_by_due ON outbox (state, next_attempt_at);
-CREATE INDEX outbox_by_created ON outbox (created_at, id);
+) WITHOUT ROWID;                                -- one B-tree, keyed by the idempotency key

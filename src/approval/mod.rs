@@ -206,36 +206,17 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// What the change was, seen from the record after it.
+    /// What the change was, seen from the record after it. The row
+    /// already names the kind, job, version and tenant; the body adds the
+    /// state the change left and who made it. A message is rendered from
+    /// the job as it stands when it is delivered.
     pub(crate) fn of(kind: NotificationKind, r: &JobRecord, actor: &str) -> Notification {
-        let approvers: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
         Notification {
             kind,
             job_id: r.job_id.clone(),
             job_version: r.version,
             tenant: r.tenant.clone(),
-            body: json!({
-                "kind": kind.as_str(),
-                "job_id": r.job_id,
-                "tenant": r.tenant,
-                "state": r.state,
-                "actor": actor,
-                "requester": r.requester,
-                "decision": r.evaluation.decision,
-                "primary_rule": r.evaluation.primary_rule,
-                "reason": r.evaluation.reason,
-                "decision_summary": r.evaluation.decision_summary,
-                "policy_snapshot": r.snapshot_id,
-                "job_hash": r.job_hash,
-                "gates": r.evaluation.gates,
-                "approvers": approvers,
-                "resolution": r.resolution,
-                "resolved_by": r.resolved_by,
-                "resolved_comment": r.resolved_comment,
-                "overridden": r.overridden,
-                "expires_at": r.expires_at,
-                "escalate_at": r.escalate_at,
-            }),
+            body: json!({ "state": r.state, "actor": actor }),
         }
     }
 

@@ -62,18 +62,34 @@ where
     }
 }
 
+/// How many rows a statement changed: sqlx gives each database's result
+/// type this count, but no trait for it.
+pub(crate) trait RowsChanged {
+    fn changed(&self) -> u64;
+}
+
+impl RowsChanged for sqlx::sqlite::SqliteQueryResult {
+    fn changed(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsChanged for sqlx::postgres::PgQueryResult {
+    fn changed(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
 /// A connection (or a transaction's connection) the core runs statements on.
 pub(crate) trait Conn: Send {
     type Row: Columns + Send;
 
-    /// Runs a statement. (A statement whose effect must be counted says
-    /// `RETURNING` and is fetched instead: sqlx has no backend-neutral row
-    /// count.)
+    /// Runs a statement; the number of rows it changed.
     fn execute<'a>(
         &'a mut self,
         sql: &'static str,
         args: &'a [Arg<'a>],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'a;
 
     fn fetch_all<'a>(
         &'a mut self,
@@ -116,6 +132,7 @@ where
     C: sqlx::Connection,
     for<'c> &'c mut C: Executor<'c, Database = C::Database>,
     <C::Database as Database>::Arguments: IntoArguments<C::Database>,
+    <C::Database as Database>::QueryResult: RowsChanged,
     for<'q> &'q str: Encode<'q, C::Database> + Type<C::Database>,
     for<'q> Option<&'q str>: Encode<'q, C::Database> + Type<C::Database>,
     for<'q> i64: Encode<'q, C::Database> + Type<C::Database>,
@@ -129,13 +146,12 @@ where
         &'a mut self,
         sql: &'static str,
         args: &'a [Arg<'a>],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut q = sqlx::query(sql);
         for a in args {
             q = bind_arg!(q, bind, a);
         }
-        q.execute(&mut *self).await?;
-        Ok(())
+        Ok(q.execute(&mut *self).await?.changed())
     }
 
     async fn fetch_all<'a>(

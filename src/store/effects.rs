@@ -10,7 +10,6 @@ use super::conn::{Arg, Columns, Conn};
 use super::rows::{self, OutboxInsert, json_text};
 use crate::approval::Effect;
 use crate::audit::{AuditEntry, AuditEvent, ChainHead};
-use crate::canonical::to_jcs;
 
 /// The statements that differ between databases. Everything else the core
 /// runs is the same text on both.
@@ -26,6 +25,9 @@ pub(crate) struct Dialect {
     /// tenant or NULL, `$3`/`$4` after (created_at, job_id), `$5` only
     /// unacknowledged overrides, `$6` limit; ordered by (created_at, job_id).
     pub jobs: &'static str,
+    /// Creates a chain's head row if missing (`$1` chain, `$2` genesis
+    /// hash), where two writers could otherwise both start a chain.
+    pub ensure_audit_head: Option<&'static str>,
     /// A chain's head (`$1`), locked where other writers could interleave.
     pub audit_head: &'static str,
     /// Serialises snapshot activation across processes, where needed.
@@ -40,12 +42,12 @@ pub(crate) struct Dialect {
 pub(crate) struct Effects {
     chain: String,
     head: Option<ChainHead>,
-    audit: Vec<AuditEntry>,
+    /// Entries with their bodies as RFC 8785 text, as stored.
+    audit: Vec<(AuditEntry, String)>,
     outbox: Vec<OutboxInsert>,
     announce: Vec<String>,
 }
 
-const ENSURE_HEAD: &str = "INSERT INTO audit_heads (chain, seq, head_hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING";
 const SAVE_HEAD: &str = "INSERT INTO audit_heads (chain, seq, head_hash) VALUES ($1, $2, $3) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash";
 
 impl Effects {
@@ -63,27 +65,31 @@ impl Effects {
         &mut self,
         c: &mut C,
         d: &Dialect,
-        event: &AuditEvent,
+        event: AuditEvent,
         at: i64,
     ) -> Result<(), StoreError> {
         let head = match self.head.take() {
             Some(h) => h,
             None => {
-                // The head row exists before it is locked, so two first
-                // appends to one chain cannot both start from genesis.
-                c.execute(
-                    ENSURE_HEAD,
-                    &[Arg::Text(&self.chain), Arg::Text(crate::audit::GENESIS)],
-                )
-                .await?;
-                let row = c
+                // Where writers interleave, the head row exists before it is
+                // locked, so two first appends cannot both start from genesis.
+                if let Some(ensure) = d.ensure_audit_head {
+                    c.execute(
+                        ensure,
+                        &[Arg::Text(&self.chain), Arg::Text(crate::audit::GENESIS)],
+                    )
+                    .await?;
+                }
+                match c
                     .fetch_optional(d.audit_head, &[Arg::Text(&self.chain)])
                     .await?
-                    .ok_or_else(|| StoreError::Corrupt("the audit head vanished".into()))?;
-                ChainHead {
-                    chain: self.chain.clone(),
-                    seq: row.int("seq")?,
-                    hash: row.text("head_hash")?,
+                {
+                    Some(row) => ChainHead {
+                        chain: self.chain.clone(),
+                        seq: row.int("seq")?,
+                        hash: row.text("head_hash")?,
+                    },
+                    None => ChainHead::genesis(&self.chain),
                 }
             }
         };
@@ -96,16 +102,16 @@ impl Effects {
         &mut self,
         c: &mut C,
         d: &Dialect,
-        effects: &[Effect],
+        effects: Vec<Effect>,
         at: i64,
     ) -> Result<(), StoreError> {
         for effect in effects {
             match effect {
                 Effect::Audit(event) => self.audit(c, d, event, at).await?,
-                Effect::Notify(n) => self.outbox.push(OutboxInsert {
-                    key: n.key(),
-                    body: json_text(&n.body)?,
-                    notification: n.clone(),
+                Effect::Notify(notification) => self.outbox.push(OutboxInsert {
+                    key: notification.key(),
+                    body: json_text(&notification.body)?,
+                    notification,
                     at,
                 }),
             }
@@ -113,19 +119,20 @@ impl Effects {
         Ok(())
     }
 
-    pub(crate) fn announce(&mut self, event: StoreEvent) {
-        self.announce.push(event.payload());
+    /// Announces a change at commit, where anyone listens.
+    pub(crate) fn announce(&mut self, d: &Dialect, event: StoreEvent) {
+        if d.notify.is_some() {
+            self.announce.push(event.payload());
+        }
     }
 
     /// Writes everything collected, in as few statements as the database allows.
     pub(crate) async fn flush<C: Conn>(self, c: &mut C, d: &Dialect) -> Result<(), StoreError> {
         if let Some(head) = &self.head {
-            let bodies: Vec<String> = self.audit.iter().map(|e| to_jcs(&e.body)).collect();
             let values: Vec<Vec<Arg>> = self
                 .audit
                 .iter()
-                .zip(&bodies)
-                .map(|(e, b)| rows::audit_insert(e, b))
+                .map(|(e, body)| rows::audit_insert(e, body))
                 .collect();
             for chunk in values.chunks(1000) {
                 c.insert_rows(rows::INSERT_AUDIT, chunk, "").await?;
@@ -154,4 +161,3 @@ impl Effects {
         Ok(())
     }
 }
-

@@ -8,8 +8,8 @@
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::effects::{Dialect, Effects};
-use super::writes::Write;
 use super::rows::job_columns;
+use super::writes::Write;
 use super::{StoreError, StoreEvent};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
@@ -60,6 +60,9 @@ static DIALECT: Dialect = Dialect {
            AND (created_at, job_id) > ($3, $4) \
            AND (NOT $5 OR (overridden AND override_ack_by IS NULL)) \
          ORDER BY created_at, job_id LIMIT $6"
+    ),
+    ensure_audit_head: Some(
+        "INSERT INTO audit_heads (chain, seq, head_hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING",
     ),
     audit_head: "SELECT seq, head_hash FROM audit_heads WHERE chain = $1 FOR UPDATE",
     lock_activation: Some("SELECT pg_advisory_xact_lock(727274701)"),

@@ -167,7 +167,7 @@ pub(crate) fn job_insert<'a>(r: &'a JobRecord, evaluation: &'a str) -> Vec<Arg<'
 
 /// Writes a transition's record, guarded by the version it was read at.
 pub(crate) const UPDATE_JOB: &str = "UPDATE jobs SET state = $1, version = $2, updated_at = $3, expires_at = $4, escalate_at = $5, escalated = $6, resolved_by = $7, resolved_comment = $8, resolution = $9, overridden = $10, override_by = $11, override_ack_by = $12, bind_id = $13, bound_at = $14, outcome_detail = $15 \
-     WHERE job_id = $16 AND version = $17 RETURNING job_id";
+     WHERE job_id = $16 AND version = $17";
 
 pub(crate) fn job_update(r: &JobRecord, read_version: i64) -> Vec<Arg<'_>> {
     vec![

@@ -11,8 +11,8 @@
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::effects::{Dialect, Effects};
-use super::writes::{DecisionReplies, Write};
 use super::rows::job_columns;
+use super::writes::{DecisionReplies, Write};
 use super::{StoreError, StoreEvent};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
@@ -51,6 +51,8 @@ static DIALECT: Dialect = Dialect {
            AND (NOT $5 OR (overridden = 1 AND override_ack_by IS NULL)) \
          ORDER BY created_at, job_id LIMIT $6"
     ),
+    // One writer: nobody else can start the chain meanwhile.
+    ensure_audit_head: None,
     audit_head: "SELECT seq, head_hash FROM audit_heads WHERE chain = $1",
     lock_activation: None,
     // One process owns the file: nobody else to tell.

@@ -228,7 +228,7 @@ async fn record_decisions<C: Conn>(
     for t in decisions {
         let first = seen.insert(t.record.job_id.clone());
         if first && inserted.contains(&t.record.job_id) {
-            fx.apply(c, d, &t.effects, t.record.created_at).await?;
+            fx.apply(c, d, t.effects, t.record.created_at).await?;
             out.push(Recorded::Inserted(t.record));
         } else {
             let existing = reads::load_job(c, d.job, &t.record.job_id)
@@ -251,19 +251,19 @@ async fn transition<C: Conn>(
     now: i64,
 ) -> Result<Result<JobRecord, TransitionError>, StoreError> {
     let Some(current) = reads::load_job(c, d.job_for_update, job_id).await? else {
-        fx.apply(c, d, &approval::missing(job_id, command), now)
+        fx.apply(c, d, approval::missing(job_id, command), now)
             .await?;
         return Ok(Err(TransitionError::NotFound));
     };
     match approval::apply(&current, command, now) {
         Ok(t) => {
             let changed = c
-                .fetch_all(
+                .execute(
                     rows::UPDATE_JOB,
                     &rows::job_update(&t.record, current.version),
                 )
                 .await?;
-            if changed.len() != 1 {
+            if changed != 1 {
                 return Err(StoreError::Conflict);
             }
             // Approvals are only ever added: the ones past those read are new.
@@ -280,16 +280,20 @@ async fn transition<C: Conn>(
                     .collect();
                 c.insert_rows(rows::INSERT_APPROVALS, &values, "").await?;
             }
-            fx.apply(c, d, &t.effects, now).await?;
-            fx.announce(StoreEvent::Job {
-                id: job_id.to_owned(),
-                kind: Some(command.kind()),
-                version: t.record.version,
-            });
+            fx.apply(c, d, t.effects, now).await?;
+            fx.announce(
+                d,
+                StoreEvent::Job {
+                    id: job_id.to_owned(),
+                    kind: Some(command.kind()),
+                    version: t.record.version,
+                },
+            );
             Ok(Ok(t.record))
         }
-        Err(refused) => {
-            fx.apply(c, d, &refused.effects, now).await?;
+        Err(mut refused) => {
+            fx.apply(c, d, std::mem::take(&mut refused.effects), now)
+                .await?;
             Ok(Err(TransitionError::Refused(refused)))
         }
     }
@@ -374,10 +378,13 @@ async fn activate<C: Conn>(
             s.rule_count,
             previous.as_deref(),
         );
-        fx.audit(c, d, &event, now).await?;
-        fx.announce(StoreEvent::Snapshot {
-            scope: scope.to_string(),
-        });
+        fx.audit(c, d, event, now).await?;
+        fx.announce(
+            d,
+            StoreEvent::Snapshot {
+                scope: scope.to_string(),
+            },
+        );
     }
     Ok(Activated {
         snapshot: stored_snapshot(c, s.id.as_str()).await?,
@@ -393,7 +400,7 @@ async fn stored_snapshot<C: Conn>(c: &mut C, id: &str) -> Result<SnapshotRow, St
     rows::snapshot(&row)
 }
 
-const REVOKE: &str = "UPDATE snapshots SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE id = $4 AND revoked_at IS NULL RETURNING id";
+const REVOKE: &str = "UPDATE snapshots SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE id = $4 AND revoked_at IS NULL";
 
 /// Revokes a snapshot once; a second revocation keeps the first.
 async fn revoke<C: Conn>(
@@ -406,7 +413,7 @@ async fn revoke<C: Conn>(
     now: i64,
 ) -> Result<Option<SnapshotRow>, StoreError> {
     let revoked = c
-        .fetch_all(
+        .execute(
             REVOKE,
             &[
                 Arg::Int(now),
@@ -416,10 +423,9 @@ async fn revoke<C: Conn>(
             ],
         )
         .await?;
-    if !revoked.is_empty() {
-        fx.audit(c, d, &AuditEvent::snapshot_revoked(actor, id, reason), now)
+    if revoked == 1 {
+        fx.audit(c, d, AuditEvent::snapshot_revoked(actor, id, reason), now)
             .await?;
     }
     reads::snapshot(c, id).await
 }
-

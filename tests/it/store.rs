@@ -487,13 +487,12 @@ async fn transitions_write_their_outbox_messages(backend: Backend) {
     let resolved = &rows[2];
     assert_eq!(resolved.state, "pending", "written, not yet delivered");
     assert_eq!(resolved.attempts, 0);
-    assert_eq!(resolved.body["state"], "approved");
     assert_eq!(
-        resolved.body["approvers"],
-        serde_json::json!(["alice", "bob"])
+        resolved.body,
+        serde_json::json!({ "state": "approved", "actor": "bob" })
     );
-    assert_eq!(resolved.body["resolved_by"], "bob");
-    assert_eq!(rows[3].body["resolution"], "rejected");
+    assert_eq!(rows[3].body["state"], "rejected");
+    assert_eq!(rows[0].body["actor"], "agent-1", "the requester");
 }
 crate::on_both_backends!(outbox, transitions_write_their_outbox_messages);
 
