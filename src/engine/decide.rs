@@ -31,8 +31,8 @@ pub(super) struct Pending {
 
 /// How decisions reach the store.
 pub(super) enum Recorder {
-    /// The store batches writes itself.
-    Direct(Arc<dyn Store>),
+    /// The store batches writes itself: straight to it.
+    Direct,
     /// Through the group-commit writer.
     GroupCommit(mpsc::Sender<Pending>),
 }
@@ -40,26 +40,23 @@ pub(super) enum Recorder {
 impl Recorder {
     pub(super) fn for_store(store: &Arc<dyn Store>, max_batch: usize) -> Recorder {
         if store.batches_writes() {
-            return Recorder::Direct(store.clone());
+            return Recorder::Direct;
         }
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(group_commit(store.clone(), rx, max_batch.max(1)));
         Recorder::GroupCommit(tx)
     }
 
-    async fn record(&self, decision: Transition) -> Result<Recorded, Refusal> {
+    async fn record(&self, store: &dyn Store, decision: Transition) -> Result<Recorded, Refusal> {
         let shutting_down = || Refusal::new(Reason::Unavailable, "the server is shutting down");
         let result = match self {
-            Recorder::Direct(store) => {
-                store
-                    .record_decisions(vec![decision])
-                    .await
-                    .and_then(|mut r| {
-                        r.pop().ok_or_else(|| {
-                            StoreError::Corrupt("a decision was not recorded".into())
-                        })
-                    })
-            }
+            Recorder::Direct => store
+                .record_decisions(vec![decision])
+                .await
+                .and_then(|mut r| {
+                    r.pop()
+                        .ok_or_else(|| StoreError::Corrupt("a decision was not recorded".into()))
+                }),
             Recorder::GroupCommit(tx) => {
                 let (reply, wait) = oneshot::channel();
                 tx.send(Pending { decision, reply })
@@ -128,7 +125,7 @@ impl Engine {
             },
             now,
         );
-        match self.recorder.record(decision).await? {
+        match self.recorder.record(self.store.as_ref(), decision).await? {
             Recorded::Inserted(record) => {
                 self.publish(crate::audit::EventKind::Decision, &record);
                 Ok(Decided {

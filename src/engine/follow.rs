@@ -61,17 +61,17 @@ impl Engine {
                 return;
             }
         };
-        for (scope, row) in stored {
-            if self.active_in(&scope).is_some_and(|a| a.id == row.id) {
+        for (scope, id) in stored {
+            if self.active_in(&scope).is_some_and(|a| a.id == id) {
                 continue;
             }
-            match self.compiled_snapshot(&row).await {
+            match self.compiled_by_id(&id).await {
                 Ok(snap) => {
-                    tracing::info!(snapshot = %row.id, %scope, "switched to the snapshot another replica activated");
+                    tracing::info!(snapshot = %id, %scope, "switched to the snapshot another replica activated");
                     self.snapshots.set_active(&scope, snap);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, snapshot = %row.id, "cannot load the active snapshot")
+                    tracing::error!(error = %e, snapshot = %id, "cannot load the active snapshot")
                 }
             }
         }

@@ -139,11 +139,11 @@ impl Engine {
         let system = Scope::system();
         let stored = self.store.active_snapshots().await.map_err(store_refusal)?;
         let has_system = stored.iter().any(|(s, _)| *s == system);
-        for (scope, row) in &stored {
+        for (scope, id) in &stored {
             if *scope == system && initial.as_ref().is_some_and(|p| p.force) {
                 continue;
             }
-            let snap = self.compiled_snapshot(row).await?;
+            let snap = self.compiled_by_id(id).await?;
             self.check_gates(&snap, "stored")?;
             self.snapshots.set_active(scope, snap);
         }
@@ -159,6 +159,26 @@ impl Engine {
                 "the database has no active policy and none was given; pass --policy FILE",
             )),
         }
+    }
+
+    /// The compiled form of a stored snapshot named by id: from the cache,
+    /// or read and compiled now.
+    pub(super) async fn compiled_by_id(&self, id: &SnapshotId) -> Result<Arc<Snapshot>, Refusal> {
+        if let Some(s) = self.snapshots.cached(id) {
+            return Ok(s);
+        }
+        let row = self
+            .store
+            .snapshot(id.as_str())
+            .await
+            .map_err(store_refusal)?
+            .ok_or_else(|| {
+                Refusal::new(
+                    Reason::Internal,
+                    format!("active snapshot {id} is not stored"),
+                )
+            })?;
+        self.compiled_snapshot(&row).await
     }
 
     /// The compiled form of a stored snapshot, from the cache or compiled now.

@@ -100,14 +100,15 @@ impl fmt::Display for SnapshotId {
 /// `system`; per-tenant policies will add one scope per tenant without
 /// changing how a decision finds its snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope(String);
+pub struct Scope(std::borrow::Cow<'static, str>);
 
 impl Scope {
     /// The scope of the installation-wide policy.
     pub const SYSTEM: &'static str = "system";
 
+    /// No allocation: every decision looks this scope up.
     pub fn system() -> Scope {
-        Scope(Scope::SYSTEM.to_owned())
+        Scope(std::borrow::Cow::Borrowed(Scope::SYSTEM))
     }
 
     /// A scope name: 1-64 characters of `[A-Za-z0-9._-]`.
@@ -117,7 +118,7 @@ impl Scope {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if ok {
-            Ok(Scope(s.to_owned()))
+            Ok(Scope(std::borrow::Cow::Owned(s.to_owned())))
         } else {
             Err(format!(
                 "invalid policy scope `{s}`: use 1-64 characters of [A-Za-z0-9._-]"

@@ -4,7 +4,7 @@
 use super::status::{grpc_code, reason_to_proto};
 use crate::approval::{ApprovalEntry, JobState};
 use crate::audit::AuditEntry;
-use crate::engine::{ApprovalView, GateView, JobView};
+use crate::engine::{ApprovalView, JobView};
 use crate::job::{JobInput, Proposal};
 use crate::policy::{Channel, Decision, Evaluation, Finding, Gate, Severity};
 use crate::proto::rpc;
@@ -246,7 +246,7 @@ pub fn duration(secs: u64) -> prost_types::Duration {
     }
 }
 
-pub fn gate(g: &Gate, filled: &GateView) -> pb::Gate {
+pub fn gate(g: &Gate, filled: u32) -> pb::Gate {
     pb::Gate {
         approvers: g.approvers,
         roles: g.roles.clone(),
@@ -255,7 +255,7 @@ pub fn gate(g: &Gate, filled: &GateView) -> pb::Gate {
         timeout: Some(duration(g.timeout_seconds)),
         bind_within: Some(duration(g.bind_within_seconds)),
         channels: g.channels.iter().map(|c| channel_to_proto(*c)).collect(),
-        filled: filled.filled,
+        filled,
     }
 }
 
@@ -290,7 +290,7 @@ pub fn approvals(v: &JobView) -> Vec<pb::Approval> {
 }
 
 fn gates(v: &JobView) -> Vec<pb::Gate> {
-    v.gates().map(|(g, gv)| gate(g, gv)).collect()
+    v.gates().map(|(g, gv)| gate(g, gv.filled)).collect()
 }
 
 /// The wire record of a job as the view read it (a job past its deadline
@@ -364,19 +364,7 @@ pub fn evaluation_response(e: &Evaluation, job_hash: &str, snapshot: &str) -> pb
         job_id: String::new(),
         state: 0,
         approval_required: e.approval_required,
-        gates: e
-            .gates
-            .iter()
-            .map(|g| {
-                gate(
-                    g,
-                    &GateView {
-                        filled: 0,
-                        filled_by: Vec::new(),
-                    },
-                )
-            })
-            .collect(),
+        gates: e.gates.iter().map(|g| gate(g, 0)).collect(),
         decision_summary: Some(summary(e)),
         constraints: Some(constraints(&e.constraints)),
         expires_at: None,

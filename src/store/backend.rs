@@ -11,7 +11,7 @@ use super::{
 };
 use crate::approval::{Command, JobRecord, Transition};
 use crate::audit::AuditEntry;
-use crate::policy::Scope;
+use crate::policy::{Scope, SnapshotId};
 use async_trait::async_trait;
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
@@ -95,7 +95,7 @@ impl<B: Backend> Store for Stored<B> {
         answer(rx).await
     }
 
-    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
+    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotId)>, StoreError> {
         let mut c = self.reads.acquire().await?;
         reads::active_snapshots(&mut *c).await
     }

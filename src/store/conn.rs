@@ -127,6 +127,17 @@ macro_rules! bind_arg {
     };
 }
 
+/// A query for `sql` with every argument bound, in order.
+macro_rules! bound {
+    ($sql:expr, $args:expr) => {{
+        let mut q = sqlx::query($sql);
+        for a in $args {
+            q = bind_arg!(q, bind, a);
+        }
+        q
+    }};
+}
+
 impl<C> Conn for C
 where
     C: sqlx::Connection,
@@ -147,11 +158,7 @@ where
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> Result<u64, StoreError> {
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = bind_arg!(q, bind, a);
-        }
-        Ok(q.execute(&mut *self).await?.changed())
+        Ok(bound!(sql, args).execute(&mut *self).await?.changed())
     }
 
     async fn fetch_all<'a>(
@@ -159,11 +166,7 @@ where
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> Result<Vec<Self::Row>, StoreError> {
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = bind_arg!(q, bind, a);
-        }
-        Ok(q.fetch_all(&mut *self).await?)
+        Ok(bound!(sql, args).fetch_all(&mut *self).await?)
     }
 
     async fn fetch_optional<'a>(
@@ -171,11 +174,7 @@ where
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> Result<Option<Self::Row>, StoreError> {
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = bind_arg!(q, bind, a);
-        }
-        Ok(q.fetch_optional(&mut *self).await?)
+        Ok(bound!(sql, args).fetch_optional(&mut *self).await?)
     }
 
     async fn insert_rows<'a>(

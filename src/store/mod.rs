@@ -196,8 +196,8 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         now: i64,
     ) -> Result<Activated, StoreError>;
-    /// Every scope's active snapshot.
-    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotRow)>, StoreError>;
+    /// Every scope's active snapshot, by id (cheap enough to poll).
+    async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotId)>, StoreError>;
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError>;
     /// Revokes a snapshot (idempotent) and audits `snapshot_revoked`.

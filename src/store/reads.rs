@@ -7,7 +7,7 @@ use super::rows::{self, json_text};
 use super::{JobFilter, OutboxRow, SnapshotRow, StoreError};
 use crate::approval::{JobRecord, JobState};
 use crate::audit::AuditEntry;
-use crate::policy::Scope;
+use crate::policy::{Scope, SnapshotId};
 use std::sync::LazyLock;
 
 pub(crate) const SNAPSHOT_BY_ID: &str = concat!(
@@ -95,22 +95,20 @@ pub(crate) async fn due<C: Conn>(
         .collect()
 }
 
-const ACTIVE_SNAPSHOTS: &str = concat!(
-    "SELECT a.scope AS scope, ",
-    "s.id AS id, s.name AS name, s.sha256 AS sha256, s.version AS version, s.source AS source, s.canonical_json AS canonical_json, s.rule_count AS rule_count, s.created_at AS created_at, s.activated_at AS activated_at, s.activated_by AS activated_by, s.revoked_at AS revoked_at, s.revoked_by AS revoked_by, s.revoke_reason AS revoke_reason",
-    " FROM active_snapshots a JOIN snapshots s ON s.id = a.snapshot_id ORDER BY a.scope"
-);
+/// Only the ids: replicas poll this every half second, and a snapshot's
+/// source is only read when it changed.
+const ACTIVE_SNAPSHOTS: &str = "SELECT scope, snapshot_id FROM active_snapshots ORDER BY scope";
 
 pub(crate) async fn active_snapshots<C: Conn>(
     c: &mut C,
-) -> Result<Vec<(Scope, SnapshotRow)>, StoreError> {
+) -> Result<Vec<(Scope, SnapshotId)>, StoreError> {
     c.fetch_all(ACTIVE_SNAPSHOTS, &[])
         .await?
         .iter()
         .map(|r| {
             let scope = r.text("scope")?;
             let scope = Scope::parse(&scope).map_err(StoreError::Corrupt)?;
-            Ok((scope, rows::snapshot(r)?))
+            Ok((scope, rows::snapshot_id(&r.text("snapshot_id")?)?))
         })
         .collect()
 }

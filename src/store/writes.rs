@@ -301,8 +301,10 @@ async fn transition<C: Conn>(
 
 const ACTIVE_ID: &str = "SELECT snapshot_id FROM active_snapshots WHERE scope = $1";
 const INSERT_SNAPSHOT: &str = "INSERT INTO snapshots (id, name, sha256, source, canonical_json, rule_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING";
-const LAST_VERSION: &str = "SELECT COALESCE(MAX(version), 0) AS v FROM snapshots WHERE name = $1";
-const NUMBER_SNAPSHOT: &str = "UPDATE snapshots SET version = $1, activated_at = $2, activated_by = $3 WHERE id = $4 AND version IS NULL";
+/// Numbers a snapshot at its first activation: one more than the highest
+/// version of its policy name (the activation is serialised, so no two
+/// snapshots of a name get one number).
+const NUMBER_SNAPSHOT: &str = "UPDATE snapshots SET version = (SELECT COALESCE(MAX(version), 0) + 1 FROM snapshots WHERE name = $1), activated_at = $2, activated_by = $3 WHERE id = $4 AND version IS NULL";
 const SET_ACTIVE: &str = "INSERT INTO active_snapshots (scope, snapshot_id, changed_at) VALUES ($1, $2, $3) ON CONFLICT (scope) DO UPDATE SET snapshot_id = excluded.snapshot_id, changed_at = excluded.changed_at";
 
 /// Stores the snapshot if new and makes it the scope's active one. A
@@ -342,25 +344,16 @@ async fn activate<C: Conn>(
     .await?;
     let changed = previous.as_deref() != Some(s.id.as_str());
     if changed {
-        let stored = stored_snapshot(c, s.id.as_str()).await?;
-        if stored.version.is_none() {
-            let last = c
-                .fetch_optional(LAST_VERSION, &[Arg::Text(&s.name)])
-                .await?
-                .map(|r| r.int("v"))
-                .transpose()?
-                .unwrap_or(0);
-            c.execute(
-                NUMBER_SNAPSHOT,
-                &[
-                    Arg::Int(last + 1),
-                    Arg::Int(now),
-                    Arg::Text(actor),
-                    Arg::Text(s.id.as_str()),
-                ],
-            )
-            .await?;
-        }
+        c.execute(
+            NUMBER_SNAPSHOT,
+            &[
+                Arg::Text(&s.name),
+                Arg::Int(now),
+                Arg::Text(actor),
+                Arg::Text(s.id.as_str()),
+            ],
+        )
+        .await?;
         c.execute(
             SET_ACTIVE,
             &[

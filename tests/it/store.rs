@@ -197,7 +197,7 @@ async fn snapshots_activate_version_and_revoke(backend: Backend) {
     assert_eq!(a2.snapshot.version, Some(1));
     let active = store.active_snapshots().await.unwrap();
     assert_eq!(active.len(), 1);
-    assert_eq!((&active[0].0, &active[0].1.id), (&system(), &a.id));
+    assert_eq!((&active[0].0, &active[0].1), (&system(), &a.id));
     // Each scope has its own active snapshot.
     let tenant = Scope::parse("team-a").unwrap();
     store
@@ -205,8 +205,7 @@ async fn snapshots_activate_version_and_revoke(backend: Backend) {
         .await
         .unwrap();
     let active = store.active_snapshots().await.unwrap();
-    let scopes: Vec<(&str, &SnapshotId)> =
-        active.iter().map(|(s, r)| (s.as_str(), &r.id)).collect();
+    let scopes: Vec<(&str, &SnapshotId)> = active.iter().map(|(s, id)| (s.as_str(), id)).collect();
     assert_eq!(scopes, [("system", &a.id), ("team-a", &b.id)]);
     assert_eq!(store.snapshots(None).await.unwrap().len(), 3);
     assert_eq!(store.snapshots(Some("p")).await.unwrap().len(), 2);
