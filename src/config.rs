@@ -15,6 +15,10 @@ use std::path::Path;
 pub struct Config {
     /// Where the gRPC API listens. Loopback unless configured otherwise.
     pub grpc_listen: SocketAddr,
+    /// Where the HTTP/JSON API and the approver page listen.
+    pub http_listen: SocketAddr,
+    /// How long an approver page session lasts, in seconds.
+    pub session_ttl_secs: u64,
     /// `sqlite://path/to/gavel.db`.
     pub database_url: String,
     /// Loaded at start when the database has no active snapshot (or with `--policy`).
@@ -57,6 +61,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            session_ttl_secs: 8 * 3600,
             database_url: "sqlite://gavel-data/gavel.db".into(),
             policy: Some("policies/default.yaml".into()),
             replica_id: "main".into(),
@@ -120,6 +126,11 @@ impl Config {
         if self.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "sweep_interval_secs must be at least 1".into(),
+            ));
+        }
+        if self.session_ttl_secs < 60 || self.session_ttl_secs > 30 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "session_ttl_secs must be between 60 and 2592000 (30 days)".into(),
             ));
         }
         if self.limits.max_params_depth == 0 || self.limits.max_params_depth > 100 {

@@ -119,6 +119,11 @@ impl Directory {
             .map(|&i| &self.identities[i])
     }
 
+    /// The identity with this name (a page session names its person).
+    pub fn by_name(&self, name: &str) -> Option<&Identity> {
+        self.identities.iter().find(|i| i.name == name)
+    }
+
     pub fn identities(&self) -> &[Identity] {
         &self.identities
     }

@@ -229,6 +229,92 @@ pub struct JobInput {
     pub proposal: Option<Proposal>,
 }
 
+impl JobInput {
+    /// The fields a job's JSON form has, in the order documented.
+    pub const FIELDS: [&'static str; 9] = [
+        "job_id",
+        "tenant",
+        "topic",
+        "action",
+        "target",
+        "risk_tags",
+        "attributes",
+        "params",
+        "proposal",
+    ];
+    /// The fields of its `proposal`.
+    pub const PROPOSAL_FIELDS: [&'static str; 5] = [
+        "title",
+        "why",
+        "blast_radius",
+        "reversible",
+        "estimated_cost_usd",
+    ];
+
+    /// Reads a job's JSON form (see [`Job::from_json`]) without checking
+    /// limits yet: every door calls [`Job::from_input`] after.
+    pub fn from_json_value(value: Value) -> Result<JobInput, JobError> {
+        let Value::Object(map) = value else {
+            return Err(JobError::new(
+                "job",
+                format!("must be a JSON object, got {}", json_type(&value)),
+            ));
+        };
+        let mut input = JobInput::default();
+        for (key, v) in map {
+            let field = format!("job.{key}");
+            match key.as_str() {
+                "job_id" => input.job_id = opt_string(&field, v)?,
+                "tenant" => input.tenant = opt_string(&field, v)?,
+                "topic" => input.topic = opt_string(&field, v)?,
+                "action" => input.action = opt_string(&field, v)?,
+                "target" => input.target = opt_string(&field, v)?,
+                "risk_tags" => match v {
+                    Value::Null => {}
+                    Value::Array(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            match item {
+                                Value::String(s) => input.risk_tags.push(s),
+                                other => {
+                                    return Err(JobError::new(
+                                        format!("{field}[{i}]"),
+                                        format!("must be a string, got {}", json_type(&other)),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(JobError::new(
+                            field,
+                            format!("must be a list of strings, got {}", json_type(&other)),
+                        ));
+                    }
+                },
+                "attributes" => match v {
+                    Value::Null => {}
+                    Value::Object(attrs) => input.attributes = attrs.into_iter().collect(),
+                    other => {
+                        return Err(JobError::new(
+                            field,
+                            format!("must be an object, got {}", json_type(&other)),
+                        ));
+                    }
+                },
+                "params" => input.params = Some(v),
+                "proposal" => input.proposal = proposal_from_json(v)?,
+                _ => {
+                    return Err(JobError::new(
+                        field,
+                        "unknown field; expected one of job_id, tenant, topic, action, target, risk_tags, attributes, params, proposal",
+                    ));
+                }
+            }
+        }
+        Ok(input)
+    }
+}
+
 /// A validated job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -470,64 +556,7 @@ impl Job {
 
     /// Like [`Job::from_json`], from an already parsed value.
     pub fn from_json_value(value: Value, limits: &Limits) -> Result<Job, JobError> {
-        let Value::Object(map) = value else {
-            return Err(JobError::new(
-                "job",
-                format!("must be a JSON object, got {}", json_type(&value)),
-            ));
-        };
-        let mut input = JobInput::default();
-        for (key, v) in map {
-            let field = format!("job.{key}");
-            match key.as_str() {
-                "job_id" => input.job_id = opt_string(&field, v)?,
-                "tenant" => input.tenant = opt_string(&field, v)?,
-                "topic" => input.topic = opt_string(&field, v)?,
-                "action" => input.action = opt_string(&field, v)?,
-                "target" => input.target = opt_string(&field, v)?,
-                "risk_tags" => match v {
-                    Value::Null => {}
-                    Value::Array(items) => {
-                        for (i, item) in items.into_iter().enumerate() {
-                            match item {
-                                Value::String(s) => input.risk_tags.push(s),
-                                other => {
-                                    return Err(JobError::new(
-                                        format!("{field}[{i}]"),
-                                        format!("must be a string, got {}", json_type(&other)),
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                    other => {
-                        return Err(JobError::new(
-                            field,
-                            format!("must be a list of strings, got {}", json_type(&other)),
-                        ));
-                    }
-                },
-                "attributes" => match v {
-                    Value::Null => {}
-                    Value::Object(attrs) => input.attributes = attrs.into_iter().collect(),
-                    other => {
-                        return Err(JobError::new(
-                            field,
-                            format!("must be an object, got {}", json_type(&other)),
-                        ));
-                    }
-                },
-                "params" => input.params = Some(v),
-                "proposal" => input.proposal = proposal_from_json(v)?,
-                _ => {
-                    return Err(JobError::new(
-                        field,
-                        "unknown field; expected one of job_id, tenant, topic, action, target, risk_tags, attributes, params, proposal",
-                    ));
-                }
-            }
-        }
-        Job::from_input(input, limits)
+        Job::from_input(JobInput::from_json_value(value)?, limits)
     }
 
     /// The canonical document whose JCS serialisation is hashed.

@@ -7,6 +7,7 @@ use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::v1::policy_service_server::PolicyServiceServer;
 use crate::service::grpc::Grpc;
+use crate::service::http::HttpOptions;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,32 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_all(engine, listener, None, options, shutdown).await
+}
+
+/// Serves gRPC on `grpc`, and the HTTP API and page on `http` when given,
+/// until `shutdown` completes; then both drain their requests in flight.
+pub async fn serve_all(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    http: Option<(TcpListener, HttpOptions)>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // One shutdown signal for both servers.
+    let (down_tx, down_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = down_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&down| down).await;
+    };
+    let http_task = http.map(|(l, o)| {
+        let app = crate::service::http::app(engine.clone(), o);
+        tokio::spawn(crate::service::http::serve(l, app, stopped(down_rx.clone())))
+    });
+    let shutdown = stopped(down_rx);
     let grpc = Grpc::new(engine.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<DecisionServiceServer<Grpc>>().await;
@@ -114,6 +141,13 @@ pub async fn serve(
         .await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    if let Some(t) = http_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Http(e)),
+            Err(e) => return Err(ServeError::Http(std::io::Error::other(e))),
+        }
+    }
     result.map_err(ServeError::Transport)
 }
 
@@ -124,6 +158,8 @@ pub enum ServeError {
     Transport(tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("HTTP: {0}")]
+    Http(std::io::Error),
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -6,7 +6,8 @@ use crate::config::{Config, IdentityConfig};
 use crate::engine::{Engine, EngineOptions, EngineSettings, InitialPolicy};
 use crate::identity::{self, AGENT, AUDITOR, BREAKGLASS, EXECUTOR, OPERATOR};
 use crate::policy;
-use crate::server::{ServeOptions, serve, shutdown_signal};
+use crate::server::{ServeOptions, serve_all, shutdown_signal};
+use crate::service::http::HttpOptions;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -30,6 +31,9 @@ pub struct ServeArgs {
     /// Where the gRPC API listens.
     #[arg(long, env = "GAVEL_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Where the HTTP/JSON API and the approver page listen.
+    #[arg(long, env = "GAVEL_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// `sqlite://path/to/gavel.db`.
     #[arg(long, env = "GAVEL_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -183,6 +187,9 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(v) = a.grpc_listen {
         config.grpc_listen = v;
     }
+    if let Some(v) = a.http_listen {
+        config.http_listen = v;
+    }
     if let Some(v) = a.database_url.clone() {
         config.database_url = v;
     }
@@ -217,11 +224,12 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     }
     config.validate()?;
     if a.dev {
-        if !config.grpc_listen.ip().is_loopback() {
-            return Err(CliError(format!(
-                "--dev listens on loopback only, not {}; drop --dev and configure identities to listen elsewhere",
-                config.grpc_listen
-            )));
+        for addr in [config.grpc_listen, config.http_listen] {
+            if !addr.ip().is_loopback() {
+                return Err(CliError(format!(
+                    "--dev listens on loopback only, not {addr}; drop --dev and configure identities to listen elsewhere"
+                )));
+            }
         }
         if !config.identities.is_empty() {
             return Err(CliError(
@@ -295,6 +303,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         options: EngineOptions {
             limits: config.limits.clone(),
             require_active_snapshot: config.bind.require_active_snapshot,
+            session_ttl_ms: (config.session_ttl_secs as i64).saturating_mul(1000),
             ..EngineOptions::default()
         },
     })
@@ -305,6 +314,12 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.grpc_listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.http_listen)))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| CliError(e.to_string()))?;
     let snapshot = engine
         .active()
         .map(|s| s.id.to_string())
@@ -322,13 +337,22 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         for (name, token, roles) in &dev_tokens {
             eprintln!("    {name:<15} {token}  ({})", roles.join(", "));
         }
+        eprintln!("  page:      http://{http_addr}/ui/  (sign in with one of the tokens above)");
+        eprintln!("  api:       http://{http_addr}/api/v1/  (Authorization: Bearer <token>)");
         eprintln!();
     }
-    say!("gavel listening on {addr} (gRPC), policy {snapshot}");
-    tracing::info!(%addr, %snapshot, replica = %config.replica_id, "serving");
-    serve(
+    say!("gavel listening on {addr} (gRPC) and {http_addr} (HTTP), policy {snapshot}");
+    tracing::info!(%addr, %http_addr, %snapshot, replica = %config.replica_id, "serving");
+    serve_all(
         engine,
         listener,
+        Some((
+            http_listener,
+            HttpOptions {
+                max_body_bytes: config.limits.max_request_bytes + 64 * 1024,
+                ..HttpOptions::default()
+            },
+        )),
         ServeOptions {
             sweep_interval: Duration::from_secs(config.sweep_interval_secs),
             max_message_bytes: config.limits.max_request_bytes + 64 * 1024,

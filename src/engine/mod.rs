@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod decide;
 mod follow;
+mod page;
 mod snapshots;
 mod sweep;
 mod transitions;
@@ -22,6 +23,7 @@ mod watch;
 
 pub use audit::{ExportFilter, Verification, verify_chains};
 pub use decide::Decided;
+pub use page::{ReviewStats, Session, csrf_matches};
 pub use snapshots::{Reloaded, SnapshotView};
 pub use transitions::{ApprovalQuery, Approve, BindContent, Bound};
 pub use view::{ApprovalView, GateView, JobView};
@@ -48,6 +50,8 @@ pub struct EngineOptions {
     /// The most decisions written in one transaction, for stores that do
     /// not batch writes themselves.
     pub max_batch: usize,
+    /// How long an approver page session lasts.
+    pub session_ttl_ms: i64,
 }
 
 impl Default for EngineOptions {
@@ -56,6 +60,7 @@ impl Default for EngineOptions {
             limits: Limits::default(),
             require_active_snapshot: false,
             max_batch: 512,
+            session_ttl_ms: 8 * 3600 * 1000,
         }
     }
 }
@@ -167,6 +172,10 @@ impl Engine {
         &self.directory
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.options.limits
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -188,6 +197,18 @@ impl Engine {
     }
 
     /// The public key receipts are signed with, as JWKS.
+    /// Ready to serve: the database answers and a policy is active.
+    pub async fn ready(&self) -> Result<(), Refusal> {
+        self.store.active_snapshots().await.map_err(store_refusal)?;
+        if self.active().is_none() {
+            return Err(Refusal::new(
+                Reason::Unavailable,
+                "no policy snapshot is active: load one with `gavel policy reload`",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn jwks(&self) -> serde_json::Value {
         self.signer.jwks()
     }

@@ -30,6 +30,7 @@ impl Engine {
                 tracing::warn!(job_id = %id, "job escalated past its SLA");
             }
         }
+        self.purge_sessions().await?;
         Ok((expired, escalated))
     }
 

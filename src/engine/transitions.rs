@@ -54,6 +54,29 @@ pub struct ApprovalQuery {
     pub page_size: u32,
     /// From a previous page; empty for the first.
     pub page_token: String,
+    /// History filters (they apply to resolved jobs as well): only jobs
+    /// in this (effective) state, whose primary rule is this, that this
+    /// person approved or resolved, created in `[created_from, created_before)`.
+    pub state: Option<JobState>,
+    pub rule: Option<String>,
+    pub approver: Option<String>,
+    pub created_from: Option<i64>,
+    pub created_before: Option<i64>,
+}
+
+impl ApprovalQuery {
+    fn matches(&self, r: &approval::JobRecord, state: JobState) -> bool {
+        self.state.is_none_or(|s| s == state)
+            && self
+                .rule
+                .as_ref()
+                .is_none_or(|rule| &r.evaluation.primary_rule == rule)
+            && self.approver.as_ref().is_none_or(|p| {
+                r.approvals.iter().any(|a| &a.approver == p)
+                    || r.resolved_by.as_ref() == Some(p)
+            })
+            && self.created_from.is_none_or(|t| r.created_at >= t)
+    }
 }
 
 /// The most items one page holds.
@@ -327,6 +350,11 @@ impl Engine {
             ));
         }
         let mut cursor = parse_queue_token(&q.page_token)?;
+        if cursor.is_none()
+            && let Some(from) = q.created_from
+        {
+            cursor = Some((from.saturating_sub(1), String::new()));
+        }
         let limit = i64::from(page_size(q.page_size));
         let everything = q.include_resolved || q.unacknowledged_overrides;
         let states = if everything {
@@ -352,8 +380,15 @@ impl Engine {
                 .map_err(store_refusal)?;
             let exhausted = (batch.len() as i64) < limit;
             for r in batch {
+                if q.created_before.is_some_and(|t| r.created_at >= t) {
+                    return Ok(Page {
+                        items,
+                        next_page_token: String::new(),
+                    });
+                }
                 cursor = Some((r.created_at, r.job_id.clone()));
-                let keep = (everything
+                let keep = q.matches(&r, r.effective_state(now))
+                    && (everything
                     || (r.effective_state(now) == JobState::Pending
                         && r.evaluation.approval_required))
                     && (!q.actionable_only || approval::may_act_on(&r, who, now));

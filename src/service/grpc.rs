@@ -197,6 +197,7 @@ impl ApprovalService for Grpc {
                     unacknowledged_overrides: r.unacknowledged_overrides,
                     page_size: r.page_size,
                     page_token: r.page_token,
+                    ..ApprovalQuery::default()
                 },
             )
             .await

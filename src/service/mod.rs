@@ -2,4 +2,5 @@
 
 pub mod convert;
 pub mod grpc;
+pub mod http;
 pub mod status;

@@ -4,9 +4,9 @@
 
 use super::effects::Dialect;
 use super::reads;
-use super::writes::{DecisionReplies, Write};
+use super::writes::{DecisionReplies, SessionOp, Write};
 use super::{
-    Activated, JobFilter, OutboxRow, Recorded, SnapshotRow, Store, StoreError, StoreEvent,
+    Activated, JobFilter, OutboxRow, Recorded, SessionRow, SnapshotRow, Store, StoreError, StoreEvent,
     TransitionError,
 };
 use crate::approval::{Command, JobRecord, Transition};
@@ -209,5 +209,34 @@ impl<B: Backend> Store for Stored<B> {
 
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
         self.writes.listen().await
+    }
+
+    async fn create_session(&self, session: SessionRow) -> Result<(), StoreError> {
+        self.session_write(SessionOp::Create(session))
+            .await
+            .map(drop)
+    }
+
+    async fn session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+        let mut c = self.reads.acquire().await?;
+        reads::session(&mut *c, id_hash, now).await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.session_write(SessionOp::End(id_hash.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        self.session_write(SessionOp::Purge(now)).await
+    }
+}
+
+impl<B: Backend> Stored<B> {
+    async fn session_write(&self, op: SessionOp) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writes.submit(Write::Session { op, reply }).await;
+        answer(rx).await
     }
 }

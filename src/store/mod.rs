@@ -167,6 +167,17 @@ pub struct JobFilter {
     pub unacknowledged_overrides: bool,
 }
 
+/// A signed-in browser on the approver page. The secret itself is only in
+/// the browser's cookie; the store keeps its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: String,
+    /// The person, by identity name.
+    pub identity: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// A stored outbox message: what must be notified, and how its delivery
 /// stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +260,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The first `limit` outbox messages, in the order they were written.
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Stores a new page session.
+    async fn create_session(&self, session: SessionRow) -> Result<(), StoreError>;
+    /// The session with this id hash, unless it has expired at `now`.
+    async fn session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>, StoreError>;
+    /// Ends a session (sign-out); ending an unknown one changes nothing.
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Drops the sessions expired at `now`; answers how many.
+    async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Changes made by other processes, when the backend announces them
     /// (PostgreSQL LISTEN/NOTIFY). The engine polls as a backstop either way.

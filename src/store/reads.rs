@@ -4,7 +4,7 @@
 use super::conn::{Arg, Columns, Conn};
 use super::effects::Dialect;
 use super::rows::{self, json_text};
-use super::{JobFilter, OutboxRow, SnapshotRow, StoreError};
+use super::{JobFilter, OutboxRow, SessionRow, SnapshotRow, StoreError};
 use crate::approval::{JobRecord, JobState};
 use crate::audit::AuditEntry;
 use crate::policy::{Scope, SnapshotId};
@@ -199,4 +199,25 @@ pub(crate) async fn outbox<C: Conn>(c: &mut C, limit: i64) -> Result<Vec<OutboxR
         .iter()
         .map(rows::outbox)
         .collect()
+}
+
+const SESSION: &str = "SELECT id_hash, identity, created_at, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2";
+
+pub(crate) async fn session<C: Conn>(
+    c: &mut C,
+    id_hash: &str,
+    now: i64,
+) -> Result<Option<SessionRow>, StoreError> {
+    let Some(row) = c
+        .fetch_optional(SESSION, &[Arg::Text(id_hash), Arg::Int(now)])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(SessionRow {
+        id_hash: row.text("id_hash")?,
+        identity: row.text("identity")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+    }))
 }

@@ -7,7 +7,9 @@ use super::conn::{Arg, Columns, Conn};
 use super::effects::{Dialect, Effects};
 use super::reads;
 use super::rows::{self, json_text};
-use super::{Activated, Recorded, SnapshotRow, StoreError, StoreEvent, TransitionError};
+use super::{
+    Activated, Recorded, SessionRow, SnapshotRow, StoreError, StoreEvent, TransitionError,
+};
 use crate::approval::{self, Command, JobRecord, Transition};
 use crate::audit::AuditEvent;
 use crate::policy::Scope;
@@ -70,6 +72,19 @@ pub(crate) enum Write {
         now: i64,
         reply: oneshot::Sender<Result<Option<SnapshotRow>, StoreError>>,
     },
+    Session {
+        op: SessionOp,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// A change to the approver page's sessions.
+pub(crate) enum SessionOp {
+    Create(SessionRow),
+    /// Sign-out: the session with this id hash ends.
+    End(String),
+    /// Drops every session expired at this moment.
+    Purge(i64),
 }
 
 /// A write that ran, holding its answer until the commit says whether it stands.
@@ -87,6 +102,7 @@ pub(crate) enum Done {
         oneshot::Sender<Result<Option<SnapshotRow>, StoreError>>,
         Option<Box<SnapshotRow>>,
     ),
+    Session(oneshot::Sender<Result<u64, StoreError>>, u64),
 }
 
 impl Write {
@@ -97,6 +113,7 @@ impl Write {
             Write::Transition { reply, .. } => drop(reply.send(Err(e.clone().into()))),
             Write::Activate { reply, .. } => drop(reply.send(Err(e.clone()))),
             Write::Revoke { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Write::Session { reply, .. } => drop(reply.send(Err(e.clone()))),
         }
     }
 
@@ -167,6 +184,10 @@ impl Write {
                     settle(revoke(c, d, fx, &id, &actor, &reason, now).await, reply)?;
                 Ok(Done::Revoke(reply, out.map(Box::new)))
             }
+            Write::Session { op, reply } => {
+                let (out, reply) = settle(session(c, &op).await, reply)?;
+                Ok(Done::Session(reply, out))
+            }
         }
     }
 }
@@ -179,6 +200,7 @@ impl Done {
             Done::Transition(tx, r) => drop(tx.send(*r)),
             Done::Activate(tx, r) => drop(tx.send(Ok(*r))),
             Done::Revoke(tx, r) => drop(tx.send(Ok(r.map(|b| *b)))),
+            Done::Session(tx, n) => drop(tx.send(Ok(n))),
         }
     }
 
@@ -189,6 +211,7 @@ impl Done {
             Done::Transition(tx, _) => drop(tx.send(Err(e.clone().into()))),
             Done::Activate(tx, _) => drop(tx.send(Err(e.clone()))),
             Done::Revoke(tx, _) => drop(tx.send(Err(e.clone()))),
+            Done::Session(tx, _) => drop(tx.send(Err(e.clone()))),
         }
     }
 }
@@ -421,4 +444,29 @@ async fn revoke<C: Conn>(
             .await?;
     }
     reads::snapshot(c, id).await
+}
+
+const SESSION_INSERT: &str =
+    "INSERT INTO sessions (id_hash, identity, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+const SESSION_END: &str = "DELETE FROM sessions WHERE id_hash = $1";
+const SESSION_PURGE: &str = "DELETE FROM sessions WHERE expires_at <= $1";
+
+/// Creates, ends or purges sessions; answers how many rows changed.
+async fn session<C: Conn>(c: &mut C, op: &SessionOp) -> Result<u64, StoreError> {
+    match op {
+        SessionOp::Create(s) => {
+            c.execute(
+                SESSION_INSERT,
+                &[
+                    Arg::Text(&s.id_hash),
+                    Arg::Text(&s.identity),
+                    Arg::Int(s.created_at),
+                    Arg::Int(s.expires_at),
+                ],
+            )
+            .await
+        }
+        SessionOp::End(id_hash) => c.execute(SESSION_END, &[Arg::Text(id_hash)]).await,
+        SessionOp::Purge(now) => c.execute(SESSION_PURGE, &[Arg::Int(*now)]).await,
+    }
 }

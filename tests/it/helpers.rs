@@ -10,7 +10,8 @@ use gavel::proto::v1::approval_service_client::ApprovalServiceClient;
 use gavel::proto::v1::audit_service_client::AuditServiceClient;
 use gavel::proto::v1::decision_service_client::DecisionServiceClient;
 use gavel::proto::v1::policy_service_client::PolicyServiceClient;
-use gavel::server::{ServeOptions, serve};
+use gavel::server::{ServeOptions, serve_all};
+use gavel::service::http::HttpOptions;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub fn directory() -> Directory {
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The HTTP API and the approver page.
+    pub http_addr: SocketAddr,
     pub clock: ManualClock,
     pub engine: Arc<Engine>,
     pub backend: Backend,
@@ -164,7 +167,8 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         clock: Arc::new(clock.clone()),
         directory: directory(),
         signer: gavel::receipt::ReceiptSigner::from_seed([42; 32]),
-        policy: Some(InitialPolicy {
+        // An empty policy starts the engine with none (readiness tests).
+        policy: (!opts.policy.is_empty()).then(|| InitialPolicy {
             source: opts.policy,
             file: "test.yaml".into(),
             force: false,
@@ -175,6 +179,8 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     .unwrap_or_else(|e| panic!("engine: {e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http_listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {
         // The sweeper is driven by tests through `engine.sweep()`.
@@ -183,14 +189,21 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     };
     let e = engine.clone();
     let handle = tokio::spawn(async move {
-        serve(e, listener, options, async {
-            let _ = rx.await;
-        })
+        serve_all(
+            e,
+            listener,
+            Some((http_listener, HttpOptions::default())),
+            options,
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .unwrap();
     });
     Some(TestApp {
         addr,
+        http_addr,
         clock,
         engine,
         backend: opts.backend,

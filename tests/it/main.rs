@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod fnmatch;
 mod helpers;
+mod http;
 mod jcs;
 mod matchers;
 mod pg;

@@ -1,0 +1,335 @@
+//! The HTTP door: the JSON API under `/api/v1/` and the approver page
+//! under `/ui/`, over the same engine as gRPC. Like the gRPC door it only
+//! authenticates and translates; every rule is the engine's.
+//!
+//! - `api`: the JSON routes and their types, from which the OpenAPI
+//!   document served at `/api/v1/openapi.json` is generated;
+//! - `page`: the server-rendered approver page;
+//! - here: the state they share, the one error shape, the extractors
+//!   that turn malformed requests into located 4xx answers, and serving.
+
+mod api;
+mod page;
+
+use crate::engine::Engine;
+use crate::identity::Identity;
+use crate::refusal::{Reason, Refusal};
+use crate::service::status::http_status;
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use utoipa::ToSchema;
+
+pub use api::openapi;
+
+/// What every handler shares.
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    /// Largest JSON body accepted, except policy sources.
+    pub max_body_bytes: usize,
+    /// Largest policy source accepted by reload.
+    pub max_policy_bytes: usize,
+    /// Session cookies are marked `Secure` (the listener is behind TLS).
+    pub secure_cookies: bool,
+}
+
+type State = Arc<HttpState>;
+
+/// Settings for the HTTP door.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    pub max_policy_bytes: usize,
+    pub secure_cookies: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_body_bytes: 1024 * 1024 + 64 * 1024,
+            max_policy_bytes: 16 * 1024 * 1024,
+            secure_cookies: false,
+        }
+    }
+}
+
+/// The whole HTTP application: API, OpenAPI document, page, health.
+pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
+    let state = Arc::new(HttpState {
+        engine,
+        max_body_bytes: options.max_body_bytes,
+        max_policy_bytes: options.max_policy_bytes,
+        secure_cookies: options.secure_cookies,
+    });
+    let (api, doc) = api::router().split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .merge(page::router())
+    .fallback(|| async { ApiError::route_not_found() })
+    .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+    .with_state(state)
+    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ))
+    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+// ------------------------------------------------------------ errors
+
+/// The one error shape of the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, e.g. `HASH_MISMATCH`.
+    pub reason: String,
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A refusal on its way out, with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub refusal: Refusal,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        let status = StatusCode::from_u16(http_status(refusal.reason))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError { status, refusal }
+    }
+}
+
+impl ApiError {
+    /// A transport-level refusal whose status the request's form decides
+    /// (size, media type, route), not the reason's mapping.
+    fn with_status(status: StatusCode, reason: Reason, field: Option<&str>, message: String) -> Self {
+        ApiError {
+            status,
+            refusal: Refusal {
+                reason,
+                message,
+                field: field.map(str::to_owned),
+            },
+        }
+    }
+
+    fn route_not_found() -> ApiError {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            Reason::NotFound,
+            None,
+            "no such route; the API is described at /api/v1/openapi.json".into(),
+        )
+    }
+
+    fn method_not_allowed() -> ApiError {
+        ApiError::with_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Reason::InvalidArgument,
+            None,
+            "this route does not take that method; see /api/v1/openapi.json".into(),
+        )
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        Refusal::field(Reason::InvalidArgument, field, message).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                reason: self.refusal.reason.as_str().to_owned(),
+                message: self.refusal.message,
+                field: self.refusal.field,
+            },
+        };
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gavel\""),
+            );
+        }
+        r
+    }
+}
+
+// ------------------------------------------------------------ extractors
+
+/// The caller of an API route, from `Authorization: Bearer <token>`.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<State> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let unauthenticated = |m: &str| -> ApiError {
+            Refusal::new(Reason::Unauthenticated, m).into()
+        };
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthenticated("missing `Authorization: Bearer <token>` header"))?
+            .to_str()
+            .map_err(|_| unauthenticated("the Authorization header is not text"))?;
+        state
+            .engine
+            .directory()
+            .by_authorization(value)
+            .map_err(|_| unauthenticated("the Authorization header must be `Bearer <token>`"))?
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| unauthenticated("unknown token"))
+    }
+}
+
+/// A request body type: how large it may be.
+pub trait RequestBody: DeserializeOwned {
+    /// Policy sources get the policy limit, everything else the body limit.
+    const POLICY_SIZED: bool = false;
+}
+
+/// Reads the body: `application/json`, within the size limit, strict JSON
+/// (no duplicate keys, bounded nesting, exact integers).
+async fn json_value(req: Request, state: &State, policy_sized: bool) -> Result<serde_json::Value, ApiError> {
+    json_content_type(req.headers())?;
+    let limit = if policy_sized {
+        state.max_policy_bytes
+    } else {
+        state.max_body_bytes
+    };
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::with_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Reason::InvalidArgument,
+                Some("body"),
+                format!("the body is larger than the limit of {limit} bytes"),
+            )
+        })?;
+    let depth = state.engine.limits().max_params_depth + 4;
+    crate::canonical::parse_strict(&bytes, depth)
+        .map_err(|e| ApiError::invalid("body", format!("invalid JSON: {e}")))
+}
+
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let unsupported = || {
+        ApiError::with_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reason::InvalidArgument,
+            Some("content-type"),
+            "send the body as `Content-Type: application/json`".into(),
+        )
+    };
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .ok_or_else(unsupported)?
+        .to_str()
+        .map_err(|_| unsupported())?;
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(unsupported())
+    }
+}
+
+/// A JSON body of type `T`; unknown fields and wrong types are refused
+/// naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: RequestBody> FromRequest<State> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &State) -> Result<Self, ApiError> {
+        let value = json_value(req, state, T::POLICY_SIZED).await?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                ApiError::invalid(&field, e.into_inner().to_string())
+            })
+    }
+}
+
+/// Query parameters of type `T`; unknown ones and bad values are refused
+/// naming the parameter.
+pub struct QueryArgs<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryArgs)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "query".to_owned() } else { path };
+                ApiError::invalid(&field, e.into_inner().to_string())
+            })
+    }
+}
+
+/// A path segment (a job or snapshot id), refused as a located 400 when
+/// it is not valid text.
+pub struct PathArg(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathArg {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathArg(p.0))
+            .map_err(|e| ApiError::invalid("path", e.body_text()))
+    }
+}
