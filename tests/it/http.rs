@@ -2,7 +2,7 @@
 //! the rest of the API, one error shape for every malformed request, the
 //! same person across gRPC and HTTP, and page sessions in the store.
 
-use crate::helpers::{self, Spawn, TestApp, spawn_app, token};
+use crate::helpers::{self, TestApp, spawn_app, token};
 use crate::on_both_backends;
 use crate::store::Backend;
 use gavel::refusal::Reason;

@@ -1,6 +1,7 @@
 //! gavel's integration tests: one binary, one module per feature.
 
 mod bench;
+mod browser;
 mod cli;
 mod fnmatch;
 mod helpers;

@@ -86,7 +86,7 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
     ))
     .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     ))
     .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
         header::CACHE_CONTROL,
