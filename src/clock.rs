@@ -116,7 +116,20 @@ pub fn parse_date(s: &str) -> Option<i64> {
     };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
         return None;
     }
@@ -135,7 +148,13 @@ mod date_tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(parse_date("2000-02-29"), Some(951_782_400_000));
         assert_eq!(parse_date("1970-01-01"), Some(0));
-        for bad in ["2001-02-29", "2026-13-01", "2026-1-01", "20261201xx", "+026-12-01"] {
+        for bad in [
+            "2001-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "20261201xx",
+            "+026-12-01",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }

@@ -63,7 +63,11 @@ pub async fn serve_all(
     };
     let http_task = http.map(|(l, o)| {
         let app = crate::service::http::app(engine.clone(), o);
-        tokio::spawn(crate::service::http::serve(l, app, stopped(down_rx.clone())))
+        tokio::spawn(crate::service::http::serve(
+            l,
+            app,
+            stopped(down_rx.clone()),
+        ))
     });
     let shutdown = stopped(down_rx);
     let grpc = Grpc::new(engine.clone());

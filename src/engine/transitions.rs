@@ -72,8 +72,7 @@ impl ApprovalQuery {
                 .as_ref()
                 .is_none_or(|rule| &r.evaluation.primary_rule == rule)
             && self.approver.as_ref().is_none_or(|p| {
-                r.approvals.iter().any(|a| &a.approver == p)
-                    || r.resolved_by.as_ref() == Some(p)
+                r.approvals.iter().any(|a| &a.approver == p) || r.resolved_by.as_ref() == Some(p)
             })
             && self.created_from.is_none_or(|t| r.created_at >= t)
     }
@@ -389,8 +388,8 @@ impl Engine {
                 cursor = Some((r.created_at, r.job_id.clone()));
                 let keep = q.matches(&r, r.effective_state(now))
                     && (everything
-                    || (r.effective_state(now) == JobState::Pending
-                        && r.evaluation.approval_required))
+                        || (r.effective_state(now) == JobState::Pending
+                            && r.evaluation.approval_required))
                     && (!q.actionable_only || approval::may_act_on(&r, who, now));
                 if keep {
                     items.push(JobView::new(r, now));

@@ -115,10 +115,19 @@ async fn approvers_work_the_queue_in_a_real_browser() {
     assert_eq!(single.record.approvals[0].reason, "checked the row count");
     let dual = get("pg-dual").await;
     assert_eq!(dual.state, JobState::Approved);
-    let who: Vec<&str> = dual.record.approvals.iter().map(|a| a.approver.as_str()).collect();
+    let who: Vec<&str> = dual
+        .record
+        .approvals
+        .iter()
+        .map(|a| a.approver.as_str())
+        .collect();
     assert_eq!(who, ["alice", "bob"]);
     let rejected = get("pg-reject").await;
-    assert_eq!(rejected.state, JobState::Pending, "forged and reasonless forms changed it");
+    assert_eq!(
+        rejected.state,
+        JobState::Pending,
+        "forged and reasonless forms changed it"
+    );
     assert!(rejected.record.approvals.is_empty());
     let glass = get("pg-glass").await;
     assert_eq!(glass.record.override_ack_by.as_deref(), Some("alice"));

@@ -98,7 +98,11 @@ async fn the_articles_routes_keep_their_shapes(backend: Backend) {
     };
     let h = Http::new(&app);
     let (s, d) = h
-        .post("/api/v1/decide", "agent-1", job("job-1", "write", &["prod"]))
+        .post(
+            "/api/v1/decide",
+            "agent-1",
+            job("job-1", "write", &["prod"]),
+        )
         .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["decision"], "REQUIRE_APPROVAL");
@@ -161,8 +165,12 @@ async fn the_articles_routes_keep_their_shapes(backend: Backend) {
     assert_eq!(items[0]["resolved_comment"], "approved by on-call");
 
     // Reject with the article's body.
-    h.post("/api/v1/decide", "agent-1", job("job-2", "write", &["prod"]))
-        .await;
+    h.post(
+        "/api/v1/decide",
+        "agent-1",
+        job("job-2", "write", &["prod"]),
+    )
+    .await;
     let (s, r) = h
         .post(
             "/api/v1/approvals/job-2/reject",
@@ -308,13 +316,55 @@ async fn every_malformed_request_gets_a_located_4xx_in_one_shape() {
     assert_eq!((s, reason_of(&e)), (401, "UNAUTHENTICATED"), "{e}");
 
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("wrong type", "text/plain", b"{}".to_vec(), 415, "content-type"),
-        ("malformed", "application/json", b"{\"reason\":".to_vec(), 400, "body"),
-        ("duplicate keys", "application/json", b"{\"reason\":\"a\",\"reason\":\"b\"}".to_vec(), 400, "body"),
-        ("unknown field", "application/json", b"{\"reason\":\"a\",\"bogus\":1}".to_vec(), 400, "bogus"),
-        ("wrong type of field", "application/json", b"{\"reason\":5}".to_vec(), 400, "reason"),
-        ("not an object", "application/json", b"[1]".to_vec(), 400, "body"),
-        ("too large", "application/json", vec![b' '; 2 * 1024 * 1024], 413, "body"),
+        (
+            "wrong type",
+            "text/plain",
+            b"{}".to_vec(),
+            415,
+            "content-type",
+        ),
+        (
+            "malformed",
+            "application/json",
+            b"{\"reason\":".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "duplicate keys",
+            "application/json",
+            b"{\"reason\":\"a\",\"reason\":\"b\"}".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "unknown field",
+            "application/json",
+            b"{\"reason\":\"a\",\"bogus\":1}".to_vec(),
+            400,
+            "bogus",
+        ),
+        (
+            "wrong type of field",
+            "application/json",
+            b"{\"reason\":5}".to_vec(),
+            400,
+            "reason",
+        ),
+        (
+            "not an object",
+            "application/json",
+            b"[1]".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "too large",
+            "application/json",
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+            "body",
+        ),
     ];
     for (what, ct, body, status, field) in cases {
         let (s, e) = h
@@ -333,15 +383,31 @@ async fn every_malformed_request_gets_a_located_4xx_in_one_shape() {
     let (s, e) = h
         .post("/api/v1/decide", "agent-1", json!({"topic": 5}))
         .await;
-    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("job.topic")), "{e}");
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("job.topic")),
+        "{e}"
+    );
     let (s, e) = h
         .post("/api/v1/decide", "agent-1", json!({"colour": "red"}))
         .await;
-    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("job.colour")), "{e}");
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("job.colour")),
+        "{e}"
+    );
     let (s, e) = h.get("/api/v1/approvals?page_size=x", "alice").await;
-    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("page_size")), "{e}");
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("page_size")),
+        "{e}"
+    );
     let (s, e) = h.get("/api/v1/approvals?since=yesterday", "alice").await;
-    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("since")), "{e}");
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("since")),
+        "{e}"
+    );
 
     // Core refusals carry the status of the one mapping.
     for (body, want) in [
@@ -356,11 +422,19 @@ async fn every_malformed_request_gets_a_located_4xx_in_one_shape() {
         assert_eq!(s, http_status(want));
     }
     let (s, e) = h
-        .post("/api/v1/approvals/m-1/approve", "agent-1", json!({"reason": "me"}))
+        .post(
+            "/api/v1/approvals/m-1/approve",
+            "agent-1",
+            json!({"reason": "me"}),
+        )
         .await;
     assert_eq!((s, reason_of(&e)), (403, "PERMISSION_DENIED"), "{e}");
     let (s, e) = h
-        .post("/api/v1/approvals/nope/approve", "alice", json!({"reason": "x"}))
+        .post(
+            "/api/v1/approvals/nope/approve",
+            "alice",
+            json!({"reason": "x"}),
+        )
         .await;
     assert_eq!((s, reason_of(&e)), (404, "NOT_FOUND"), "{e}");
 
@@ -368,7 +442,12 @@ async fn every_malformed_request_gets_a_located_4xx_in_one_shape() {
     let (s, e) = h.get("/api/v1/nothing", "alice").await;
     assert_eq!((s, reason_of(&e)), (404, "NOT_FOUND"));
     let (s, e) = h
-        .send(reqwest::Method::DELETE, "/api/v1/decide", Some("alice"), None)
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/decide",
+            Some("alice"),
+            None,
+        )
         .await;
     assert_eq!(s, 405, "{e}");
     assert!(e["error"]["reason"].is_string());
@@ -381,14 +460,24 @@ async fn one_person_counts_once_across_grpc_and_http() {
     h.post("/api/v1/decide", "agent-1", job("x-1", "deploy", &[]))
         .await;
     let mut alice = app.as_("alice").await;
-    helpers::approve(&mut alice, "x-1", "via grpc").await.unwrap();
+    helpers::approve(&mut alice, "x-1", "via grpc")
+        .await
+        .unwrap();
     let (s, e) = h
-        .post("/api/v1/approvals/x-1/approve", "alice", json!({"reason": "via http"}))
+        .post(
+            "/api/v1/approvals/x-1/approve",
+            "alice",
+            json!({"reason": "via http"}),
+        )
         .await;
     assert_eq!((s, reason_of(&e)), (409, "ALREADY_APPROVED"), "{e}");
     // The requester never approves, whichever door.
     let (_, e) = h
-        .post("/api/v1/approvals/x-1/approve", "owner-1", json!({"reason": "mine"}))
+        .post(
+            "/api/v1/approvals/x-1/approve",
+            "owner-1",
+            json!({"reason": "mine"}),
+        )
         .await;
     assert_eq!(reason_of(&e), "SELF_APPROVAL", "{e}");
 }
@@ -398,7 +487,11 @@ async fn operators_reload_explain_and_list_over_http() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let h = Http::new(&app);
     let (s, e) = h
-        .post("/api/v1/policy/reload", "alice", json!({"source": helpers::POLICY}))
+        .post(
+            "/api/v1/policy/reload",
+            "alice",
+            json!({"source": helpers::POLICY}),
+        )
         .await;
     assert_eq!((s, reason_of(&e)), (403, "PERMISSION_DENIED"));
     let source = helpers::POLICY.replace("name: test", "name: test2");
@@ -449,7 +542,13 @@ async fn operators_reload_explain_and_list_over_http() {
     assert_eq!(s, 200, "{x}");
     assert_eq!(x["decision"], "ALLOW");
     assert_eq!(x["policy_snapshot"], id.as_str());
-    assert!(x["rules"].as_array().unwrap().iter().any(|r| r["rule"] == "reads" && r["matched"] == true));
+    assert!(
+        x["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "reads" && r["matched"] == true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +578,10 @@ async fn health_readiness_and_the_openapi_document() {
         assert!(paths.contains_key(p), "{p} is not documented");
     }
     assert!(!paths.contains_key("/api/v1/approvals/{job_id}"));
-    assert_eq!(doc, serde_json::to_value(gavel::service::http::openapi()).unwrap());
+    assert_eq!(
+        doc,
+        serde_json::to_value(gavel::service::http::openapi()).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,8 +619,15 @@ async fn sessions_are_stored_hashed_expire_and_end(backend: Backend) {
         expires_at: 2_000,
     };
     store.create_session(row.clone()).await.unwrap();
-    assert_eq!(store.session(&row.id_hash, 1_999).await.unwrap(), Some(row.clone()));
-    assert_eq!(store.session(&row.id_hash, 2_000).await.unwrap(), None, "expired at its deadline");
+    assert_eq!(
+        store.session(&row.id_hash, 1_999).await.unwrap(),
+        Some(row.clone())
+    );
+    assert_eq!(
+        store.session(&row.id_hash, 2_000).await.unwrap(),
+        None,
+        "expired at its deadline"
+    );
     assert_eq!(store.session(&"b".repeat(64), 1_500).await.unwrap(), None);
     // The same secret twice is refused, not merged.
     assert!(store.create_session(row.clone()).await.is_err());
@@ -529,7 +638,10 @@ async fn sessions_are_stored_hashed_expire_and_end(backend: Backend) {
     };
     store.create_session(other.clone()).await.unwrap();
     assert_eq!(store.purge_sessions(2_000).await.unwrap(), 1);
-    assert_eq!(store.session(&other.id_hash, 3_000).await.unwrap(), Some(other.clone()));
+    assert_eq!(
+        store.session(&other.id_hash, 3_000).await.unwrap(),
+        Some(other.clone())
+    );
     store.end_session(&other.id_hash).await.unwrap();
     assert_eq!(store.session(&other.id_hash, 3_000).await.unwrap(), None);
     store.end_session(&other.id_hash).await.unwrap();
@@ -561,13 +673,17 @@ async fn engine_sessions_sign_in_out_and_expire_with_the_clock() {
         }
     };
     assert_eq!(touch(s.secret.clone()).await, 0);
-    assert_eq!(touch(gavel::canonical::sha256_hex(s.secret.as_bytes())).await, 1);
+    assert_eq!(
+        touch(gavel::canonical::sha256_hex(s.secret.as_bytes())).await,
+        1
+    );
     assert!(gavel::engine::csrf_matches(&s.secret, &s.csrf()));
     assert!(!gavel::engine::csrf_matches(&s.secret, &"0".repeat(64)));
     let other = e.sign_in(&token("bob")).await.unwrap();
     assert_ne!(other.csrf(), s.csrf());
     // Eight hours later the session is gone.
-    app.clock.set_ms(app.clock.now_ms_for_test() + 8 * 3600 * 1000);
+    app.clock
+        .set_ms(app.clock.now_ms_for_test() + 8 * 3600 * 1000);
     assert_eq!(
         e.session(&s.secret).await.unwrap_err().reason,
         Reason::Unauthenticated

@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod jcs;
 mod matchers;
+mod openapi;
 mod pg;
 mod policy_load;
 mod properties;

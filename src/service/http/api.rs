@@ -353,6 +353,16 @@ pub struct DecideDoc {
 
 // ------------------------------------------------------------ approvals
 
+/// A job id in a route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; `PathArg` reads it
+pub struct JobPath {
+    /// 1-128 characters of `[A-Za-z0-9._:-]`.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub job_id: String,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -475,7 +485,7 @@ fn nonempty(s: Option<String>) -> Option<String> {
 }
 
 #[utoipa::path(post, path = "/api/v1/approvals/{job_id}/approve", tag = "approvals",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = ApproveBody,
     security(("bearer" = [])),
     responses(
@@ -509,7 +519,7 @@ async fn approve(
 }
 
 #[utoipa::path(post, path = "/api/v1/approvals/{job_id}/reject", tag = "approvals",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = ReasonBody,
     security(("bearer" = [])),
     responses(
@@ -531,7 +541,7 @@ async fn reject(
 
 /// Break-glass: approve a pending job (or an overridable deny) at once.
 #[utoipa::path(post, path = "/api/v1/approvals/{job_id}/override", tag = "approvals",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = ReasonBody,
     security(("bearer" = [])),
     responses(
@@ -556,7 +566,7 @@ async fn override_job(
 
 /// Acknowledge a break-glass override (someone other than who overrode).
 #[utoipa::path(post, path = "/api/v1/approvals/{job_id}/acknowledge", tag = "approvals",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = NoteBody,
     security(("bearer" = [])),
     responses(
@@ -572,7 +582,10 @@ async fn acknowledge(
     PathArg(job_id): PathArg,
     JsonBody(b): JsonBody<NoteBody>,
 ) -> Answer<JobDoc> {
-    let v = s.engine.acknowledge_override(&who, &job_id, &b.note).await?;
+    let v = s
+        .engine
+        .acknowledge_override(&who, &job_id, &b.note)
+        .await?;
     Ok(Json(job_doc(&v)))
 }
 
@@ -717,7 +730,7 @@ pub struct OutcomeBody {
 impl RequestBody for OutcomeBody {}
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job_id}/outcome", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = OutcomeBody,
     security(("bearer" = [])),
     responses(
@@ -751,7 +764,7 @@ pub struct CancelBody {
 impl RequestBody for CancelBody {}
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     request_body = CancelBody,
     security(("bearer" = [])),
     responses(
@@ -772,7 +785,7 @@ async fn cancel(
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     security(("bearer" = [])),
     responses(
         (status = 200, body = JobDoc),
@@ -887,7 +900,7 @@ fn decisions_of(v: &JobView) -> DecisionList {
 /// The decisions attached to a job: the policy decision with its
 /// snapshot and hash, then every approval, override or rejection.
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}/decisions", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DecisionList),
@@ -1248,7 +1261,7 @@ pub struct AuditList {
 
 /// One job's whole story from the audit log: decision, approvals, bind, outcome.
 #[utoipa::path(get, path = "/api/v1/audit/jobs/{job_id}", tag = "audit",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     security(("bearer" = [])),
     responses(
         (status = 200, body = AuditList),

@@ -80,18 +80,24 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
     .fallback(|| async { ApiError::route_not_found() })
     .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
     .with_state(state)
-    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ))
-    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    ))
-    .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    ))
+    .layer(
+        tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    )
+    .layer(
+        tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
+    )
+    .layer(
+        tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ),
+    )
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets
@@ -142,7 +148,12 @@ impl From<Refusal> for ApiError {
 impl ApiError {
     /// A transport-level refusal whose status the request's form decides
     /// (size, media type, route), not the reason's mapping.
-    fn with_status(status: StatusCode, reason: Reason, field: Option<&str>, message: String) -> Self {
+    fn with_status(
+        status: StatusCode,
+        reason: Reason,
+        field: Option<&str>,
+        message: String,
+    ) -> Self {
         ApiError {
             status,
             refusal: Refusal {
@@ -205,9 +216,8 @@ impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let unauthenticated = |m: &str| -> ApiError {
-            Refusal::new(Reason::Unauthenticated, m).into()
-        };
+        let unauthenticated =
+            |m: &str| -> ApiError { Refusal::new(Reason::Unauthenticated, m).into() };
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -233,7 +243,11 @@ pub trait RequestBody: DeserializeOwned {
 
 /// Reads the body: `application/json`, within the size limit, strict JSON
 /// (no duplicate keys, bounded nesting, exact integers).
-async fn json_value(req: Request, state: &State, policy_sized: bool) -> Result<serde_json::Value, ApiError> {
+async fn json_value(
+    req: Request,
+    state: &State,
+    policy_sized: bool,
+) -> Result<serde_json::Value, ApiError> {
     json_content_type(req.headers())?;
     let limit = if policy_sized {
         state.max_policy_bytes
@@ -313,7 +327,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryArgs<T> {
             .map(QueryArgs)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { "query".to_owned() } else { path };
+                let field = if path == "." {
+                    "query".to_owned()
+                } else {
+                    path
+                };
                 ApiError::invalid(&field, e.into_inner().to_string())
             })
     }

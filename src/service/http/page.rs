@@ -353,7 +353,10 @@ async fn login(AxState(state): AxState<State>, req: Request) -> Page {
             let mut page = redirect("/ui/");
             let ttl = (s.expires_at - state.engine.now()) / 1000;
             let h = page.0.headers_mut();
-            h.append(header::SET_COOKIE, set_cookie(&state, COOKIE, &s.secret, ttl));
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(&state, COOKIE, &s.secret, ttl),
+            );
             h.append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", 0));
             page
         }
@@ -372,7 +375,11 @@ async fn login(AxState(state): AxState<State>, req: Request) -> Page {
 }
 
 fn csrf_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[derive(Deserialize)]
@@ -750,14 +757,24 @@ fn job_markup(s: &Session, v: &JobView, doc: &JobDoc, notice: Option<Markup>) ->
     }
 }
 
-async fn render_job(state: &State, s: &Session, job_id: &str, notice: Option<Markup>, status: StatusCode) -> Page {
+async fn render_job(
+    state: &State,
+    s: &Session,
+    job_id: &str,
+    notice: Option<Markup>,
+    status: StatusCode,
+) -> Page {
     match state.engine.get_job(&s.identity, job_id).await {
         Err(r) => refusal_page(Some(s), &r),
         Ok(v) => {
             let doc = api::job_doc(&v);
             html_page(
                 status,
-                layout(&format!("Job {job_id}"), Some(s), job_markup(s, &v, &doc, notice)),
+                layout(
+                    &format!("Job {job_id}"),
+                    Some(s),
+                    job_markup(s, &v, &doc, notice),
+                ),
             )
         }
     }
@@ -847,7 +864,8 @@ async fn act(state: State, job_id: String, req: Request, what: &'static str) -> 
     match result {
         Ok(_) => redirect(&format!("/ui/jobs/{job_id}?done={what}")),
         Err(r) => {
-            let status = StatusCode::from_u16(http_status(r.reason)).unwrap_or(StatusCode::BAD_REQUEST);
+            let status =
+                StatusCode::from_u16(http_status(r.reason)).unwrap_or(StatusCode::BAD_REQUEST);
             render_job(&state, &s, &job_id, Some(banner(&r)), status).await
         }
     }
