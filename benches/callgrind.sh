@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 ln -s "$PWD/policies" "$WORK/policies"
 env -C "$WORK" valgrind --tool=callgrind --callgrind-out-file="$OUT/$SC.out" \
-  "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/err" &
+  "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/err" &
 PID=$!
 for _ in $(seq 1 600); do grep -q "gavel listening" "$WORK/out" 2>/dev/null && break; sleep 0.2; done
 ADDR=$(sed -n 's/^gavel listening on \([^ ]*\).*/\1/p' "$WORK/out")

@@ -32,7 +32,7 @@ start_server() {
   mkdir -p "$WORK/$name"
   ln -sfn "$PWD/policies" "$WORK/$name/policies"
   # shellcheck disable=SC2086
-  env -C "$WORK/$name" ${SERVER_ENV:-} taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 "$@" \
+  env -C "$WORK/$name" ${SERVER_ENV:-} taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "$@" \
       > "$WORK/$name/out.txt" 2> "$WORK/$name/err.txt" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

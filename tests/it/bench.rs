@@ -52,7 +52,14 @@ fn every_bench_scenario_runs_and_reports_consistent_counts() {
     std::os::unix::fs::symlink(root().join("policies"), dir.path().join("policies")).unwrap();
     let bin = env!("CARGO_BIN_EXE_gavel");
     let mut server = Command::new(bin)
-        .args(["serve", "--dev", "--grpc-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--dev",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

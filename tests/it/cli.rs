@@ -373,7 +373,14 @@ fn the_readme_quickstart_runs_against_a_real_server() {
     }
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_gavel"));
     let mut server = Command::new(&bin)
-        .args(["serve", "--dev", "--grpc-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--dev",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -541,6 +548,7 @@ fn serve_configuration_and_refusals() {
     let mut server = Command::new(bin)
         .args(["serve", "--config", &cfg])
         .env("GAVEL_GRPC_LISTEN", "127.0.0.1:0")
+        .env("GAVEL_HTTP_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -572,7 +580,25 @@ fn serve_configuration_and_refusals() {
             "--dev listens on loopback only",
         ),
         (
-            &["serve", "--grpc-listen", "127.0.0.1:0"],
+            &[
+                "serve",
+                "--dev",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "0.0.0.0:0",
+            ],
+            "",
+            "--dev listens on loopback only",
+        ),
+        (
+            &[
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ],
             "",
             "no identities are configured",
         ),
@@ -614,7 +640,15 @@ fn serve_configuration_and_refusals() {
             ),
     );
     let o = Command::new(bin)
-        .args(["serve", "--config", &few, "--grpc-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--config",
+            &few,
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -623,4 +657,85 @@ fn serve_configuration_and_refusals() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The README's HTTP quickstart (the article's curl commands with a token
+/// header), run by bash against a real `gavel serve --dev`.
+#[test]
+fn the_readme_http_quickstart_runs_against_a_real_server() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- quickstart-http -->")
+        .nth(1)
+        .and_then(|a| a.split("```sh\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("HTTP quickstart block");
+    let dir = tempfile::tempdir().unwrap();
+    for link in ["examples", "policies"] {
+        std::os::unix::fs::symlink(root().join(link), dir.path().join(link)).unwrap();
+    }
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_gavel"));
+    let mut server = Command::new(&bin)
+        .args([
+            "serve",
+            "--dev",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, http) = crate::helpers::listening_addrs(&mut server);
+    let block = block.replace("http://127.0.0.1:8081", &format!("http://{http}"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = server.wait().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stopped.success(),
+        "the server did not drain and exit cleanly"
+    );
+    // Five JSON answers, one per curl.
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(answers.len(), 5, "{out}");
+    assert_eq!(answers[0]["decision"], "REQUIRE_APPROVAL");
+    let item = &answers[1]["items"][0];
+    assert_eq!(item["job"]["id"], "job-deploy-42");
+    assert_eq!(item["job"]["state"], "PENDING");
+    assert_eq!(item["job_hash"], answers[0]["job_hash"]);
+    assert_eq!(answers[2]["approvals"][0]["approver"], "alice");
+    assert_eq!(answers[3]["job"]["state"], "REJECTED");
+    assert_eq!(answers[3]["resolved_by"], "bob");
+    let kinds: Vec<&str> = answers[4]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["policy", "approval", "rejection"]);
 }

@@ -424,17 +424,27 @@ pub fn state(r: &pb::JobRecord) -> pb::JobState {
 /// The address a spawned `gavel serve` (stdout piped) announces on its
 /// first line, `gavel listening on ADDR ...`.
 pub fn listening_addr(server: &mut std::process::Child) -> String {
+    listening_addrs(server).0
+}
+
+/// The gRPC and HTTP addresses of a `gavel serve` process, from its first line.
+pub fn listening_addrs(server: &mut std::process::Child) -> (String, String) {
     use std::io::BufRead;
     let first = std::io::BufReader::new(server.stdout.take().expect("stdout is piped"))
         .lines()
         .next()
         .expect("a first line")
         .expect("readable");
-    first
+    // gavel listening on A (gRPC) and B (HTTP), policy …
+    let words: Vec<&str> = first
         .strip_prefix("gavel listening on ")
-        .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("the server did not start: {first}"))
-        .to_owned()
+        .split_whitespace()
+        .collect();
+    match words.as_slice() {
+        [grpc, "(gRPC)", "and", http, ..] => ((*grpc).to_owned(), (*http).to_owned()),
+        _ => panic!("unexpected first line: {first}"),
+    }
 }
 
 /// Anything tests call gavel through as a named identity: a spawned test

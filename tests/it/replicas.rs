@@ -29,6 +29,7 @@ impl Replica {
             .args(["serve", "--config"])
             .arg(config)
             .args(["--replica-id", id, "--grpc-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
