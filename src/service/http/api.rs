@@ -1390,7 +1390,9 @@ mod tests {
     use super::*;
     use utoipa::PartialSchema;
 
-    fn properties(schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> Vec<String> {
+    fn properties(
+        schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    ) -> std::collections::BTreeSet<String> {
         let v = serde_json::to_value(schema).unwrap();
         v["properties"]
             .as_object()
@@ -1400,13 +1402,23 @@ mod tests {
             .collect()
     }
 
+    fn set(fields: &[&str]) -> std::collections::BTreeSet<String> {
+        fields.iter().map(|f| f.to_string()).collect()
+    }
+
     #[test]
     fn the_job_schema_documents_exactly_what_the_job_parser_reads() {
-        assert_eq!(properties(JobSchema::schema()), JobInput::FIELDS);
+        assert_eq!(properties(JobSchema::schema()), set(&JobInput::FIELDS));
         assert_eq!(
             properties(ProposalSchema::schema()),
-            JobInput::PROPOSAL_FIELDS
+            set(&JobInput::PROPOSAL_FIELDS)
         );
+        // And the parser refuses what the schema does not list.
+        let e = JobInput::from_json_value(serde_json::json!({"colour": 1})).unwrap_err();
+        assert_eq!(e.field, "job.colour");
+        let e =
+            JobInput::from_json_value(serde_json::json!({"proposal": {"colour": 1}})).unwrap_err();
+        assert_eq!(e.field, "job.proposal.colour");
     }
 
     #[test]

@@ -821,7 +821,26 @@ struct ReviewForm {
     snapshot: String,
 }
 
-async fn act(state: State, job_id: String, req: Request, what: &'static str) -> Page {
+/// What a review form asks for.
+#[derive(Clone, Copy)]
+enum Act {
+    Approve,
+    Reject,
+    Acknowledge,
+}
+
+impl Act {
+    /// The `done=` word the job page shows a notice for.
+    fn done(self) -> &'static str {
+        match self {
+            Act::Approve => "approved",
+            Act::Reject => "rejected",
+            Act::Acknowledge => "acknowledged",
+        }
+    }
+}
+
+async fn act(state: State, job_id: String, req: Request, what: Act) -> Page {
     let s = match session(&state, req.headers()).await {
         Ok(s) => s,
         Err(p) => return p,
@@ -831,7 +850,7 @@ async fn act(state: State, job_id: String, req: Request, what: &'static str) -> 
         Err(r) => return refusal_page(Some(&s), &r),
     };
     let result = match what {
-        "approved" => {
+        Act::Approve => {
             state
                 .engine
                 .approve(
@@ -848,13 +867,13 @@ async fn act(state: State, job_id: String, req: Request, what: &'static str) -> 
                 )
                 .await
         }
-        "rejected" => {
+        Act::Reject => {
             state
                 .engine
                 .reject(&s.identity, &job_id, &f.reason, &f.note)
                 .await
         }
-        _ => {
+        Act::Acknowledge => {
             state
                 .engine
                 .acknowledge_override(&s.identity, &job_id, &f.note)
@@ -862,7 +881,7 @@ async fn act(state: State, job_id: String, req: Request, what: &'static str) -> 
         }
     };
     match result {
-        Ok(_) => redirect(&format!("/ui/jobs/{job_id}?done={what}")),
+        Ok(_) => redirect(&format!("/ui/jobs/{job_id}?done={}", what.done())),
         Err(r) => {
             let status =
                 StatusCode::from_u16(http_status(r.reason)).unwrap_or(StatusCode::BAD_REQUEST);
@@ -872,11 +891,11 @@ async fn act(state: State, job_id: String, req: Request, what: &'static str) -> 
 }
 
 async fn approve(AxState(state): AxState<State>, Path(job_id): Path<String>, req: Request) -> Page {
-    act(state, job_id, req, "approved").await
+    act(state, job_id, req, Act::Approve).await
 }
 
 async fn reject(AxState(state): AxState<State>, Path(job_id): Path<String>, req: Request) -> Page {
-    act(state, job_id, req, "rejected").await
+    act(state, job_id, req, Act::Reject).await
 }
 
 async fn acknowledge(
@@ -884,7 +903,7 @@ async fn acknowledge(
     Path(job_id): Path<String>,
     req: Request,
 ) -> Page {
-    act(state, job_id, req, "acknowledged").await
+    act(state, job_id, req, Act::Acknowledge).await
 }
 
 // ------------------------------------------------------------ static
