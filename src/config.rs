@@ -33,6 +33,8 @@ pub struct Config {
     pub bind: BindConfig,
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
+    /// Notification delivery: channels and routes.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +73,7 @@ impl Default for Config {
             bind: BindConfig::default(),
             limits: Limits::default(),
             identities: Vec::new(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! The pure core (`policy`, `job`, `canonical`, `approval`, `audit`,
 //! `refusal`) knows nothing of sockets, databases or files. `store` is the
 //! only place with SQL; `engine` runs the core through the store and is
-//! what every door calls; the doors in `service` (gRPC today) and the
-//! command line in `cli` only authenticate and translate.
+//! what every door calls; the doors in `service` (gRPC, and HTTP with the
+//! approver page) and the command line in `cli` only authenticate and
+//! translate; `notify` delivers the outbox.
 
 pub mod approval;
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod identity;
 pub mod job;
+pub mod notify;
 pub mod policy;
 pub mod receipt;
 pub mod refusal;

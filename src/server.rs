@@ -40,15 +40,17 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_all(engine, listener, None, options, shutdown).await
+    serve_all(engine, listener, None, None, options, shutdown).await
 }
 
-/// Serves gRPC on `grpc`, and the HTTP API and page on `http` when given,
-/// until `shutdown` completes; then both drain their requests in flight.
+/// Serves gRPC on `listener`, the HTTP API and page on `http` and runs the
+/// notification worker when given, until `shutdown` completes; then the
+/// servers drain their requests in flight and the worker its round.
 pub async fn serve_all(
     engine: Arc<Engine>,
     listener: TcpListener,
     http: Option<(TcpListener, HttpOptions)>,
+    notifier: Option<crate::notify::Notifier>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -69,6 +71,8 @@ pub async fn serve_all(
             stopped(down_rx.clone()),
         ))
     });
+    // The notifier finishes the round in flight when told to stop.
+    let notify_task = notifier.map(|n| tokio::spawn(n.run(down_rx.clone())));
     let shutdown = stopped(down_rx);
     let grpc = Grpc::new(engine.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -145,6 +149,9 @@ pub async fn serve_all(
         .await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    if let Some(t) = notify_task {
+        let _ = t.await;
+    }
     if let Some(t) = http_task {
         match t.await {
             Ok(Ok(())) => {}

@@ -223,6 +223,11 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         force = true;
     }
     config.validate()?;
+    // Channels, routes and secrets are checked before anything starts.
+    config
+        .notify
+        .channels()
+        .map_err(|e| CliError(e.to_string()))?;
     if a.dev {
         for addr in [config.grpc_listen, config.http_listen] {
             if !addr.ip().is_loopback() {
@@ -343,6 +348,14 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     }
     say!("gavel listening on {addr} (gRPC) and {http_addr} (HTTP), policy {snapshot}");
     tracing::info!(%addr, %http_addr, %snapshot, replica = %config.replica_id, "serving");
+    let notifier = if config.notify.channels.is_empty() {
+        None
+    } else {
+        Some(
+            crate::notify::Notifier::new(engine.clone(), config.notify.clone(), &config.replica_id)
+                .map_err(|e| CliError(e.to_string()))?,
+        )
+    };
     serve_all(
         engine,
         listener,
@@ -353,6 +366,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 ..HttpOptions::default()
             },
         )),
+        notifier,
         ServeOptions {
             sweep_interval: Duration::from_secs(config.sweep_interval_secs),
             max_message_bytes: config.limits.max_request_bytes + 64 * 1024,

@@ -172,6 +172,11 @@ impl Engine {
         &self.directory
     }
 
+    /// The store, for background workers that read and write it directly.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.options.limits
     }

@@ -2,6 +2,7 @@
 //! locking and transactions) — and the one implementation of [`Store`]
 //! on top of it, reading from a pool of the backend's connections.
 
+use super::deliveries::{self, DeliveryOp, DeliveryResult, DeliveryRow};
 use super::effects::Dialect;
 use super::reads;
 use super::writes::{DecisionReplies, SessionOp, Write};
@@ -211,6 +212,68 @@ impl<B: Backend> Store for Stored<B> {
         self.writes.listen().await
     }
 
+    async fn unrouted_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut c = self.reads.acquire().await?;
+        deliveries::unrouted(&mut *c, limit).await
+    }
+
+    async fn route_outbox(
+        &self,
+        outbox_id: &str,
+        channels: Vec<String>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (_, n) = self
+            .delivery_write(DeliveryOp::Route {
+                outbox_id: outbox_id.to_owned(),
+                channels,
+                now,
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let (rows, _) = self
+            .delivery_write(DeliveryOp::Claim {
+                owner: owner.to_owned(),
+                now,
+                lease_ms,
+                limit,
+            })
+            .await?;
+        Ok(rows)
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        result: DeliveryResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (_, n) = self
+            .delivery_write(DeliveryOp::Finish {
+                id: id.to_owned(),
+                owner: owner.to_owned(),
+                result,
+                now,
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn deliveries(&self, state: &str, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut c = self.reads.acquire().await?;
+        deliveries::list(&mut *c, state, limit).await
+    }
+
     async fn create_session(&self, session: SessionRow) -> Result<(), StoreError> {
         self.session_write(SessionOp::Create(session))
             .await
@@ -234,6 +297,12 @@ impl<B: Backend> Store for Stored<B> {
 }
 
 impl<B: Backend> Stored<B> {
+    async fn delivery_write(&self, op: DeliveryOp) -> Result<(Vec<DeliveryRow>, u64), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writes.submit(Write::Delivery { op, reply }).await;
+        answer(rx).await
+    }
+
     async fn session_write(&self, op: SessionOp) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writes.submit(Write::Session { op, reply }).await;

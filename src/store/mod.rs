@@ -12,12 +12,15 @@
 
 mod backend;
 mod conn;
+mod deliveries;
 mod effects;
 mod postgres;
 mod reads;
 mod rows;
 mod sqlite;
 mod writes;
+
+pub use deliveries::{DeliveryResult, DeliveryRow};
 
 use crate::approval::{Command, JobRecord, JobState, NotificationKind, Refused, Transition};
 use crate::audit::{AuditEntry, EventKind};
@@ -260,6 +263,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// The first `limit` outbox messages, in the order they were written.
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Outbox rows not yet routed to their channels, oldest first.
+    async fn unrouted_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Routes an unrouted outbox row to `channels` (one delivery each) and
+    /// marks it routed, in one transaction; false when another worker
+    /// routed it first.
+    async fn route_outbox(
+        &self,
+        outbox_id: &str,
+        channels: Vec<String>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Leases up to `limit` due deliveries to `owner` until `now + lease_ms`.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// Records how a send ended; false when the lease was no longer `owner`'s
+    /// (another replica took the delivery over), which changes nothing.
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        result: DeliveryResult,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deliveries newest first, in one state (`""`: every state).
+    async fn deliveries(&self, state: &str, limit: i64) -> Result<Vec<DeliveryRow>, StoreError>;
 
     /// Stores a new page session.
     async fn create_session(&self, session: SessionRow) -> Result<(), StoreError>;

@@ -76,7 +76,14 @@ pub(crate) enum Write {
         op: SessionOp,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Delivery {
+        op: super::deliveries::DeliveryOp,
+        reply: DeliveryReply,
+    },
 }
+
+pub(crate) type DeliveryReply =
+    oneshot::Sender<Result<(Vec<super::deliveries::DeliveryRow>, u64), StoreError>>;
 
 /// A change to the approver page's sessions.
 pub(crate) enum SessionOp {
@@ -103,6 +110,7 @@ pub(crate) enum Done {
         Option<Box<SnapshotRow>>,
     ),
     Session(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Delivery(DeliveryReply, (Vec<super::deliveries::DeliveryRow>, u64)),
 }
 
 impl Write {
@@ -114,6 +122,7 @@ impl Write {
             Write::Activate { reply, .. } => drop(reply.send(Err(e.clone()))),
             Write::Revoke { reply, .. } => drop(reply.send(Err(e.clone()))),
             Write::Session { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Write::Delivery { reply, .. } => drop(reply.send(Err(e.clone()))),
         }
     }
 
@@ -188,6 +197,10 @@ impl Write {
                 let (out, reply) = settle(session(c, &op).await, reply)?;
                 Ok(Done::Session(reply, out))
             }
+            Write::Delivery { op, reply } => {
+                let (out, reply) = settle(super::deliveries::run(c, &op).await, reply)?;
+                Ok(Done::Delivery(reply, out))
+            }
         }
     }
 }
@@ -201,6 +214,7 @@ impl Done {
             Done::Activate(tx, r) => drop(tx.send(Ok(*r))),
             Done::Revoke(tx, r) => drop(tx.send(Ok(r.map(|b| *b)))),
             Done::Session(tx, n) => drop(tx.send(Ok(n))),
+            Done::Delivery(tx, out) => drop(tx.send(Ok(out))),
         }
     }
 
@@ -212,6 +226,7 @@ impl Done {
             Done::Activate(tx, _) => drop(tx.send(Err(e.clone()))),
             Done::Revoke(tx, _) => drop(tx.send(Err(e.clone()))),
             Done::Session(tx, _) => drop(tx.send(Err(e.clone()))),
+            Done::Delivery(tx, _) => drop(tx.send(Err(e.clone()))),
         }
     }
 }

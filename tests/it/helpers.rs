@@ -193,6 +193,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
             e,
             listener,
             Some((http_listener, HttpOptions::default())),
+            None,
             options,
             async {
                 let _ = rx.await;

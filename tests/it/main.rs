@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod jcs;
 mod matchers;
+mod notify;
 mod openapi;
 mod pg;
 mod policy_load;

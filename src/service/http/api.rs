@@ -221,7 +221,7 @@ pub(super) fn approvals(v: &JobView) -> Vec<ApprovalDoc> {
         .collect()
 }
 
-pub(super) fn job_doc(v: &JobView) -> JobDoc {
+pub(crate) fn job_doc(v: &JobView) -> JobDoc {
     let r = &v.record;
     let e = &r.evaluation;
     JobDoc {

@@ -8,7 +8,7 @@
 //! - here: the state they share, the one error shape, the extractors
 //!   that turn malformed requests into located 4xx answers, and serving.
 
-mod api;
+pub(crate) mod api;
 mod page;
 
 use crate::engine::Engine;

@@ -1,0 +1,22 @@
+-- Outbox delivery. The worker on every replica routes each new outbox row
+-- to its channels (one delivery per channel, keyed `<outbox id>@<channel>`)
+-- and marks the row routed in the same transaction; deliveries are then
+-- claimed with a lease, so one replica sends a message at a time and
+-- another takes it over when a lease runs out (a crash mid-send).
+
+CREATE INDEX outbox_unrouted ON outbox (state, created_at);
+
+CREATE TABLE deliveries (
+    id              TEXT PRIMARY KEY,           -- <outbox id>@<channel>
+    outbox_id       TEXT NOT NULL REFERENCES outbox (id),
+    channel         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',   -- pending, delivered, dead
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
