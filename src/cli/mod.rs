@@ -65,6 +65,9 @@ enum Command {
     /// Make bearer tokens.
     #[command(subcommand)]
     Token(serve::TokenCommand),
+    /// Notification deliveries and dead letters.
+    #[command(subcommand)]
+    Outbox(serve::OutboxCommand),
     /// Check, hash, explain and test policy files; reload, show, list and
     /// revoke snapshots on a server.
     #[command(subcommand)]
@@ -186,6 +189,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(a) => serve::run_serve(a).await,
         Command::Migrate(a) => serve::run_migrate(a, o).await,
         Command::Token(c) => serve::run_token(c, o),
+        Command::Outbox(c) => serve::run_outbox(c, o).await,
         Command::Policy(cmd) => policy::run(cmd, o, conn).await,
         Command::Job(cmd) => job::run(cmd, o),
         Command::Decide(a) => client::decide(conn, a, o).await,

@@ -406,6 +406,71 @@ pub async fn run_migrate(a: MigrateArgs, output: Output) -> Result<ExitCode, Cli
 }
 
 #[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// Notification deliveries, newest first, read from the database
+    /// (run it where the server's database is reachable).
+    List {
+        #[arg(
+            long,
+            env = "GAVEL_DATABASE_URL",
+            default_value = "sqlite://gavel-data/gavel.db"
+        )]
+        database_url: String,
+        /// pending, delivered or dead (the dead letters).
+        #[arg(long, value_parser = ["pending", "delivered", "dead"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+pub async fn run_outbox(cmd: OutboxCommand, output: Output) -> Result<ExitCode, CliError> {
+    let OutboxCommand::List {
+        database_url,
+        state,
+        limit,
+    } = cmd;
+    let store = crate::store::open(&database_url, "main")
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
+    let rows = store
+        .deliveries(
+            state.as_deref().unwrap_or(""),
+            i64::from(limit.clamp(1, 10_000)),
+        )
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
+    match output {
+        Output::Json => print_json(&json!({
+            "deliveries": rows
+                .iter()
+                .map(crate::service::http::api::delivery_doc)
+                .collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            if rows.is_empty() {
+                say!("no deliveries");
+            }
+            for d in &rows {
+                say!(
+                    "{:<9} {:<10} {:<12} tries {:<2} {}{}",
+                    d.state,
+                    d.message.kind.as_str(),
+                    d.channel,
+                    d.attempts,
+                    d.message.id,
+                    d.last_error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Print a fresh random bearer token and the `sha256:` line to configure.
     New,

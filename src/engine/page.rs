@@ -8,8 +8,9 @@ use super::{Engine, store_refusal};
 use crate::approval::JobState;
 use crate::canonical::sha256_hex;
 use crate::identity::Identity;
+use crate::identity::{AUDITOR, OPERATOR};
 use crate::refusal::{Reason, Refusal};
-use crate::store::{JobFilter, SessionRow};
+use crate::store::{DeliveryRow, JobFilter, SessionRow};
 
 /// A page session as the browser holds it.
 #[derive(Debug, Clone)]
@@ -133,6 +134,37 @@ impl Engine {
     pub async fn purge_sessions(&self) -> Result<u64, Refusal> {
         self.store
             .purge_sessions(self.now())
+            .await
+            .map_err(store_refusal)
+    }
+
+    /// Notification deliveries, newest first, in one state (`""`: all):
+    /// operators and auditors watch for dead letters here.
+    pub async fn deliveries(
+        &self,
+        who: &Identity,
+        state: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, Refusal> {
+        if !(who.has(OPERATOR) || who.has(AUDITOR)) {
+            return Err(Refusal::new(
+                Reason::PermissionDenied,
+                format!(
+                    "`{}` may not read the outbox (operator or auditor)",
+                    who.name
+                ),
+            ));
+        }
+        if !matches!(state, "" | "pending" | "delivered" | "dead") {
+            return Err(Refusal::field(
+                Reason::InvalidArgument,
+                "state",
+                "one of pending, delivered, dead",
+            ));
+        }
+        let limit = i64::from(limit.clamp(1, 500));
+        self.store
+            .deliveries(state, limit)
             .await
             .map_err(store_refusal)
     }

@@ -164,6 +164,14 @@ try {
   await alice.page.goto(`${base}/ui/overrides`);
   check(!(await alice.page.$('a[href="/ui/jobs/pg-glass"]')), 'still awaiting review');
 
+  step = 'the outbox is for operators and auditors';
+  await alice.page.goto(`${base}/ui/outbox`);
+  check((await alice.page.textContent('.refusal')).includes('PERMISSION_DENIED'), 'alice read the outbox');
+  const operator = await person('operator');
+  await operator.page.goto(`${base}/ui/outbox?state=dead`);
+  check((await operator.page.textContent('main h1')) === 'Outbox', 'no outbox page');
+  check(await operator.page.$('nav a[href="/ui/outbox"]'), 'no outbox link for operators');
+
   step = 'the policy link shows the source';
   await alice.page.goto(`${base}/ui/jobs/pg-single`);
   await alice.page.click('a[href^="/ui/policy?id="]');

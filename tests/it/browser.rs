@@ -38,7 +38,7 @@ async fn approvers_work_the_queue_in_a_real_browser() {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::http_client();
     let jobs = [
         ("pg-single", "write", "prod", "Fix order 7", "one row"),
         ("pg-reject", "write", "prod", "Rewrite orders", "one table"),

@@ -20,7 +20,7 @@ impl Http {
     fn new(app: &TestApp) -> Http {
         Http {
             base: format!("http://{}", app.http_addr),
-            client: reqwest::Client::new(),
+            client: crate::http_client(),
         }
     }
 

@@ -45,3 +45,14 @@ pub fn job(json: &str) -> Job {
 pub fn decide(snapshot: &Snapshot, json: &str) -> Evaluation {
     snapshot.policy.evaluate(&job(json), None)
 }
+
+/// An HTTP client for tests. gavel builds reqwest without a default TLS
+/// provider (it installs ring's when its notifier starts), so tests
+/// install it too before making clients.
+pub fn http_client() -> reqwest::Client {
+    static TLS: std::sync::Once = std::sync::Once::new();
+    TLS.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}

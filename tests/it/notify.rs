@@ -539,7 +539,7 @@ secret_file = "{secret}"
         (child, http)
     };
     let (mut first, http) = start();
-    let r = reqwest::Client::new()
+    let r = crate::http_client()
         .post(format!("http://{http}/api/v1/decide"))
         .bearer_auth(token("agent-1"))
         .json(&json!({"job_id": "crash-1", "action": "write"}))

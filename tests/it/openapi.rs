@@ -33,7 +33,7 @@ async fn every_route_answers_as_documented() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let base = format!("http://{}", app.http_addr);
     // Some jobs in every state worth reading, so 200s are reached too.
-    let http = reqwest::Client::new();
+    let http = crate::http_client();
     for (id, action, tags) in [
         ("job-1", "write", vec!["prod"]),
         ("job-2", "read", vec![]),

@@ -1295,6 +1295,86 @@ async fn audit_job(
     }))
 }
 
+// ------------------------------------------------------------ outbox
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OutboxQuery {
+    /// `pending`, `delivered` or `dead`; absent: every state.
+    pub state: Option<String>,
+    /// At most 500; default 100.
+    #[param(maximum = 4294967295u64)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDoc {
+    /// `<idempotency key>@<channel>`.
+    pub id: String,
+    /// The message's idempotency key, `<job id>:<job version>:<kind>`.
+    pub message_id: String,
+    pub channel: String,
+    pub kind: String,
+    pub job_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+pub(crate) fn delivery_doc(d: &crate::store::DeliveryRow) -> DeliveryDoc {
+    DeliveryDoc {
+        id: d.id.clone(),
+        message_id: d.message.id.clone(),
+        channel: d.channel.clone(),
+        kind: d.message.kind.as_str().to_owned(),
+        job_id: d.message.job_id.clone(),
+        state: d.state.clone(),
+        attempts: d.attempts,
+        next_attempt_at: time(d.next_attempt_at),
+        last_error: d.last_error.clone(),
+        created_at: time(d.created_at),
+        delivered_at: d.delivered_at.map(time),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryDoc>,
+}
+
+/// Notification deliveries, newest first; `state=dead` lists the dead letters.
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "outbox",
+    params(OutboxQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DeliveryList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+async fn outbox(
+    AxState(s): AxState<State>,
+    Caller(who): Caller,
+    QueryArgs(q): QueryArgs<OutboxQuery>,
+) -> Answer<DeliveryList> {
+    let rows = s
+        .engine
+        .deliveries(
+            &who,
+            q.state.as_deref().unwrap_or(""),
+            q.limit.unwrap_or(100),
+        )
+        .await?;
+    Ok(Json(DeliveryList {
+        deliveries: rows.iter().map(delivery_doc).collect(),
+    }))
+}
+
 // ------------------------------------------------------------ keys and health
 
 /// The receipt key as a JWKS, for verifying bind receipts offline.
@@ -1375,6 +1455,7 @@ pub(super) fn router() -> OpenApiRouter<State> {
         .routes(routes!(get_snapshot))
         .routes(routes!(revoke_snapshot))
         .routes(routes!(audit_job))
+        .routes(routes!(outbox))
         .routes(routes!(keys))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -45,6 +45,7 @@ pub(super) fn router() -> Router<State> {
         .route("/ui/history", get(history))
         .route("/ui/overrides", get(overrides))
         .route("/ui/me", get(me))
+        .route("/ui/outbox", get(outbox))
         .route("/ui/policy", get(policy))
         .route("/ui/static/app.css", get(css))
         .route("/ui/static/app.js", get(js))
@@ -223,6 +224,9 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/history" { "History" }
                             a href="/ui/overrides" { "Break-glass" }
                             a href="/ui/me" { "My stats" }
+                            @if s.identity.has(crate::identity::OPERATOR) || s.identity.has(crate::identity::AUDITOR) {
+                                a href="/ui/outbox" { "Outbox" }
+                            }
                         }
                         form.signout method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(s.csrf());
@@ -609,6 +613,54 @@ async fn me(AxState(state): AxState<State>, headers: HeaderMap) -> Page {
                 &format!("{}: the last 30 days", s.identity.name),
                 Some(&s),
                 stats_markup(&st),
+            ),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OutboxArgs {
+    state: String,
+}
+
+async fn outbox(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    args: Result<Query<OutboxArgs>, QueryRejection>,
+) -> Page {
+    let s = match session(&state, &headers).await {
+        Ok(s) => s,
+        Err(p) => return p,
+    };
+    let filter = args.map(|Query(a)| a.state).unwrap_or_default();
+    match state.engine.deliveries(&s.identity, &filter, 200).await {
+        Err(r) => refusal_page(Some(&s), &r),
+        Ok(rows) => html_page(
+            StatusCode::OK,
+            layout(
+                "Outbox",
+                Some(&s),
+                html! {
+                    p.hint {
+                        "Notifications by channel, newest first. "
+                        a href="/ui/outbox?state=dead" { "Dead letters" } " · "
+                        a href="/ui/outbox?state=pending" { "Pending" } " · "
+                        a href="/ui/outbox" { "All" }
+                    }
+                    @if rows.is_empty() { p.empty { "Nothing here." } }
+                    ul.jobs {
+                        @for d in &rows {
+                            li.job.(if d.state == "dead" { "dual" } else { "" }) {
+                                a href={ "/ui/jobs/" (d.message.job_id) } {
+                                    span.title { (d.message.kind.as_str()) " → " (d.channel) ": " (d.state) }
+                                    span.meta { (d.message.id) " · " (d.attempts) " tries" }
+                                    @if let Some(e) = &d.last_error { span.times { (e) } }
+                                }
+                            }
+                        }
+                    }
+                },
             ),
         ),
     }
