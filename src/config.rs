@@ -57,6 +57,9 @@ pub struct IdentityConfig {
     /// Requesters (agents) this person acts for: they never approve their jobs.
     #[serde(default)]
     pub acts_for: Vec<String>,
+    /// This person's Slack user ids (`U…`), for approving in Slack.
+    #[serde(default)]
+    pub slack_user_ids: Vec<String>,
 }
 
 impl Default for Config {
@@ -160,7 +163,12 @@ impl Config {
                 )
             })
             .collect();
-        Ok(Directory::new(entries)?)
+        let slack = self
+            .identities
+            .iter()
+            .map(|i| (i.name.clone(), i.slack_user_ids.clone()))
+            .collect();
+        Ok(Directory::new(entries)?.with_slack_users(slack)?)
     }
 }
 

@@ -56,6 +56,7 @@ pub fn new_token() -> Result<String, getrandom::Error> {
 pub struct Directory {
     identities: Vec<Identity>,
     by_token_hash: HashMap<String, usize>,
+    by_slack_user: HashMap<String, usize>,
 }
 
 /// A configuration mistake in the identities.
@@ -116,6 +117,36 @@ impl Directory {
     pub fn by_token(&self, token: &str) -> Option<&Identity> {
         self.by_token_hash
             .get(&token_hash(token))
+            .map(|&i| &self.identities[i])
+    }
+
+    /// Adds each person's Slack user ids (`slack_user_ids`), so an
+    /// approval from Slack counts as the same person as from any door.
+    pub fn with_slack_users(
+        mut self,
+        ids: Vec<(String, Vec<String>)>,
+    ) -> Result<Directory, DirectoryError> {
+        for (name, users) in ids {
+            let idx = self
+                .identities
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
+            for u in users {
+                if u.is_empty() || self.by_slack_user.insert(u.clone(), idx).is_some() {
+                    return Err(DirectoryError(format!(
+                        "Slack user id `{u}` of `{name}` is empty or configured for someone else"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// The person a Slack user id belongs to.
+    pub fn by_slack_user(&self, user_id: &str) -> Option<&Identity> {
+        self.by_slack_user
+            .get(user_id)
             .map(|&i| &self.identities[i])
     }
 

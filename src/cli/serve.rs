@@ -285,6 +285,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 roles: roles.clone(),
                 tokens: vec![identity::token_hash(token)],
                 acts_for: vec![],
+                slack_user_ids: vec![],
             })
             .collect();
     }
@@ -348,6 +349,10 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     }
     say!("gavel listening on {addr} (gRPC) and {http_addr} (HTTP), policy {snapshot}");
     tracing::info!(%addr, %http_addr, %snapshot, replica = %config.replica_id, "serving");
+    let slack_app = match &config.notify.slack {
+        Some(s) => Some(s.app().map_err(|e| CliError(e.to_string()))?),
+        None => None,
+    };
     let notifier = if config.notify.channels.is_empty() {
         None
     } else {
@@ -363,6 +368,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             http_listener,
             HttpOptions {
                 max_body_bytes: config.limits.max_request_bytes + 64 * 1024,
+                slack: slack_app,
                 ..HttpOptions::default()
             },
         )),

@@ -12,7 +12,7 @@ mod route;
 mod send;
 
 pub use route::{ChannelKind, Route, backoff_ms, channels_for};
-pub use send::{sign_webhook, verify_webhook};
+pub use send::{sign_slack, sign_webhook, slack_blocks, slack_call, verify_slack, verify_webhook};
 
 use crate::engine::{Engine, JobView};
 use crate::store::{DeliveryResult, DeliveryRow, Store};
@@ -41,6 +41,92 @@ pub struct NotifyConfig {
     pub routes: Vec<Route>,
     /// Channels for messages no route matches.
     pub default_channels: Vec<String>,
+    /// The Slack app, when a channel is of kind `slack`.
+    pub slack: Option<SlackConfig>,
+}
+
+/// `[notify.slack]`: the Slack app gavel posts as and takes clicks from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The Web API base URL (Slack's, or a test fake's).
+    pub api_url: String,
+    /// The bot token (`xoxb-…`), from the environment or a file.
+    #[serde(default)]
+    pub bot_token_env: Option<String>,
+    #[serde(default)]
+    pub bot_token_file: Option<String>,
+    /// The app's signing secret, for verifying interactions.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    #[serde(default)]
+    pub signing_secret_file: Option<String>,
+}
+
+/// The Slack app, ready: its secrets read.
+#[derive(Clone)]
+pub struct SlackApp {
+    pub api_url: String,
+    pub bot_token: String,
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for SlackApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackApp")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_secret(
+    what: &str,
+    env: &Option<String>,
+    file: &Option<String>,
+) -> Result<String, NotifyConfigError> {
+    let bad = |m: String| NotifyConfigError(m);
+    let s = match (env, file) {
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| bad(format!("{what}: environment variable {var} is not set")))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("{what}: {path}: {e}")))?
+            .trim_end()
+            .to_owned(),
+        (None, None) => {
+            return Err(bad(format!(
+                "{what}: give it from the environment or a file"
+            )));
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "{what}: give the environment or a file, not both"
+            )));
+        }
+    };
+    if s.is_empty() {
+        return Err(bad(format!("{what}: it is empty")));
+    }
+    Ok(s)
+}
+
+impl SlackConfig {
+    pub fn app(&self) -> Result<SlackApp, NotifyConfigError> {
+        if !(self.api_url.starts_with("http://") || self.api_url.starts_with("https://")) {
+            return Err(NotifyConfigError(format!(
+                "slack.api_url `{}` is not http:// or https://",
+                self.api_url
+            )));
+        }
+        Ok(SlackApp {
+            api_url: self.api_url.trim_end_matches('/').to_owned(),
+            bot_token: read_secret("slack bot token", &self.bot_token_env, &self.bot_token_file)?,
+            signing_secret: read_secret(
+                "slack signing secret",
+                &self.signing_secret_env,
+                &self.signing_secret_file,
+            )?,
+        })
+    }
 }
 
 impl Default for NotifyConfig {
@@ -55,6 +141,7 @@ impl Default for NotifyConfig {
             channels: Vec::new(),
             routes: Vec::new(),
             default_channels: Vec::new(),
+            slack: None,
         }
     }
 }
@@ -66,8 +153,13 @@ pub struct ChannelConfig {
     pub name: String,
     pub kind: ChannelKind,
     /// Webhook: where to POST. PagerDuty: the Events API base URL (the
-    /// worker posts to `<url>/v2/enqueue`).
+    /// worker posts to `<url>/v2/enqueue`). Slack: unused (the app's
+    /// `api_url` is).
+    #[serde(default)]
     pub url: String,
+    /// Slack: the channel id (`C…`) to post in.
+    #[serde(default)]
+    pub slack_channel: Option<String>,
     /// The environment variable holding the webhook signing secret or the
     /// PagerDuty routing key.
     #[serde(default)]
@@ -96,6 +188,8 @@ pub struct Channel {
     pub kind: ChannelKind,
     pub url: String,
     secret: String,
+    /// Slack: the channel id.
+    slack_channel: String,
     timeout: Duration,
     rate: RateLimit,
 }
@@ -127,6 +221,38 @@ impl NotifyConfig {
                     c.name
                 )));
             }
+            if c.kind == ChannelKind::Slack {
+                let app = self
+                    .slack
+                    .as_ref()
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "channel `{}` is a Slack channel but [notify.slack] is missing",
+                            c.name
+                        ))
+                    })?
+                    .app()?;
+                let target = c
+                    .slack_channel
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "channel `{}`: give slack_channel (the C… id)",
+                            c.name
+                        ))
+                    })?;
+                out.push(Channel {
+                    name: c.name.clone(),
+                    kind: c.kind,
+                    url: app.api_url,
+                    secret: app.bot_token,
+                    slack_channel: target,
+                    timeout: Duration::from_millis(c.timeout_ms.max(1)),
+                    rate: RateLimit::new(c.rate_per_sec),
+                });
+                continue;
+            }
             if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
                 return Err(bad(format!(
                     "channel `{}`: url `{}` is not http:// or https://",
@@ -157,6 +283,7 @@ impl NotifyConfig {
                         match c.kind {
                             ChannelKind::Webhook => "webhook signing secret",
                             ChannelKind::Pagerduty => "PagerDuty routing key",
+                            ChannelKind::Slack => "Slack bot token",
                         }
                     )));
                 }
@@ -175,6 +302,7 @@ impl NotifyConfig {
                 kind: c.kind,
                 url: c.url.trim_end_matches('/').to_owned(),
                 secret,
+                slack_channel: String::new(),
                 timeout: Duration::from_millis(c.timeout_ms.max(1)),
                 rate: RateLimit::new(c.rate_per_sec),
             });
@@ -351,6 +479,22 @@ impl Notifier {
             }
             Err(e) => return self.retry(d, format!("reading the job: {e}")),
         };
+        if channel.kind == ChannelKind::Slack {
+            return match send::slack(
+                &self.client,
+                self.store.as_ref(),
+                channel,
+                &channel.slack_channel,
+                &self.config.page_url,
+                &d.message,
+                &view,
+            )
+            .await
+            {
+                Ok(()) => DeliveryResult::Delivered,
+                Err(e) => self.retry(d, e),
+            };
+        }
         let sent = send::send(
             &self.client,
             channel,

@@ -12,6 +12,8 @@ pub enum ChannelKind {
     Webhook,
     /// PagerDuty Events API v2: escalations and break-glass.
     Pagerduty,
+    /// A Slack channel, through the Slack app's Web API.
+    Slack,
 }
 
 impl ChannelKind {
@@ -20,7 +22,7 @@ impl ChannelKind {
     /// it is never told of a merely pending job.
     pub fn carries(self, kind: NotificationKind) -> bool {
         match self {
-            ChannelKind::Webhook => true,
+            ChannelKind::Webhook | ChannelKind::Slack => true,
             ChannelKind::Pagerduty => kind != NotificationKind::Pending,
         }
     }

@@ -269,6 +269,48 @@ impl<B: Backend> Store for Stored<B> {
         Ok(n == 1)
     }
 
+    async fn slack_message(
+        &self,
+        job_id: &str,
+        channel: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut c = self.reads.acquire().await?;
+        deliveries::slack_message(&mut *c, job_id, channel).await
+    }
+
+    async fn save_slack_message(
+        &self,
+        job_id: &str,
+        channel: &str,
+        slack_channel: &str,
+        ts: &str,
+    ) -> Result<(), StoreError> {
+        self.delivery_write(DeliveryOp::SaveSlack {
+            job_id: job_id.to_owned(),
+            channel: channel.to_owned(),
+            slack_channel: slack_channel.to_owned(),
+            ts: ts.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn first_sight(
+        &self,
+        signature: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<bool, StoreError> {
+        let (_, n) = self
+            .delivery_write(DeliveryOp::Seen {
+                signature: signature.to_owned(),
+                now,
+                forget_before,
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn deliveries(&self, state: &str, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         let mut c = self.reads.acquire().await?;
         deliveries::list(&mut *c, state, limit).await

@@ -59,6 +59,20 @@ pub(crate) enum DeliveryOp {
         lease_ms: i64,
         limit: i64,
     },
+    /// Remembers the Slack message a job got in a channel (the first one stays).
+    SaveSlack {
+        job_id: String,
+        channel: String,
+        slack_channel: String,
+        ts: String,
+    },
+    /// Records an interaction's signature; changes one row only the first
+    /// time. Signatures older than `forget_before` are dropped.
+    Seen {
+        signature: String,
+        now: i64,
+        forget_before: i64,
+    },
     /// Records a send's end, if the lease is still `owner`'s.
     Finish {
         id: String,
@@ -95,6 +109,27 @@ const LISTED: &str = concat!(
 const DELIVERED: &str = "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE id = $2 AND lease_owner = $3 AND state = 'pending'";
 const RETRY: &str = "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4 AND state = 'pending'";
 const DEAD: &str = "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = $1, lease_owner = NULL, lease_until = NULL WHERE id = $2 AND lease_owner = $3 AND state = 'pending'";
+const SAVE_SLACK: &str = "INSERT INTO slack_messages (job_id, channel, slack_channel, ts) VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, channel) DO NOTHING";
+const FORGET_SEEN: &str = "DELETE FROM slack_seen WHERE seen_at < $1";
+const SEEN: &str = "INSERT INTO slack_seen (signature, seen_at) VALUES ($1, $2) ON CONFLICT (signature) DO NOTHING";
+const SLACK_MESSAGE: &str =
+    "SELECT slack_channel, ts FROM slack_messages WHERE job_id = $1 AND channel = $2";
+
+/// The Slack message (Slack channel id, ts) a job got in a gavel channel.
+pub(crate) async fn slack_message<C: Conn>(
+    c: &mut C,
+    job_id: &str,
+    channel: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    match c
+        .fetch_optional(SLACK_MESSAGE, &[Arg::Text(job_id), Arg::Text(channel)])
+        .await?
+    {
+        Some(r) => Ok(Some((r.text("slack_channel")?, r.text("ts")?))),
+        None => Ok(None),
+    }
+}
+
 const UNROUTED: &str = concat!(
     "SELECT ",
     outbox_columns!(),
@@ -178,6 +213,36 @@ pub(crate) async fn run<C: Conn>(
                 .map(delivery)
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((rows, n))
+        }
+        DeliveryOp::SaveSlack {
+            job_id,
+            channel,
+            slack_channel,
+            ts,
+        } => {
+            let n = c
+                .execute(
+                    SAVE_SLACK,
+                    &[
+                        Arg::Text(job_id),
+                        Arg::Text(channel),
+                        Arg::Text(slack_channel),
+                        Arg::Text(ts),
+                    ],
+                )
+                .await?;
+            Ok((vec![], n))
+        }
+        DeliveryOp::Seen {
+            signature,
+            now,
+            forget_before,
+        } => {
+            c.execute(FORGET_SEEN, &[Arg::Int(*forget_before)]).await?;
+            let n = c
+                .execute(SEEN, &[Arg::Text(signature), Arg::Int(*now)])
+                .await?;
+            Ok((vec![], n))
         }
         DeliveryOp::Finish {
             id,

@@ -292,6 +292,28 @@ pub trait Store: Send + Sync + 'static {
         result: DeliveryResult,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// The Slack message (Slack channel id, ts) a job got in a gavel channel.
+    async fn slack_message(
+        &self,
+        job_id: &str,
+        channel: &str,
+    ) -> Result<Option<(String, String)>, StoreError>;
+    /// Remembers it; the first one stays.
+    async fn save_slack_message(
+        &self,
+        job_id: &str,
+        channel: &str,
+        slack_channel: &str,
+        ts: &str,
+    ) -> Result<(), StoreError>;
+    /// True the first time a Slack request signature is seen (across
+    /// replicas); signatures seen before `forget_before` are forgotten.
+    async fn first_sight(
+        &self,
+        signature: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<bool, StoreError>;
     /// Deliveries newest first, in one state (`""`: every state).
     async fn deliveries(&self, state: &str, limit: i64) -> Result<Vec<DeliveryRow>, StoreError>;
 

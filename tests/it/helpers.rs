@@ -102,6 +102,11 @@ pub fn directory() -> Directory {
             .collect(),
     )
     .unwrap()
+    .with_slack_users(vec![
+        ("alice".into(), vec!["UALICE".into()]),
+        ("bob".into(), vec!["UBOB".into()]),
+    ])
+    .unwrap()
 }
 
 /// A running server and what a test needs to talk to it.
@@ -135,6 +140,7 @@ pub struct Spawn {
     pub clock_ms: i64,
     /// The audit chain this engine appends to.
     pub replica: &'static str,
+    pub http: HttpOptions,
 }
 
 impl Spawn {
@@ -146,6 +152,7 @@ impl Spawn {
             restart: None,
             clock_ms: 1_800_000_000_000,
             replica: "main",
+            http: HttpOptions::default(),
         }
     }
 }
@@ -192,7 +199,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         serve_all(
             e,
             listener,
-            Some((http_listener, HttpOptions::default())),
+            Some((http_listener, opts.http)),
             None,
             options,
             async {

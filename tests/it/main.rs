@@ -15,6 +15,7 @@ mod policy_load;
 mod properties;
 mod replicas;
 mod server;
+mod slack;
 mod store;
 mod suites;
 mod transitions;

@@ -171,6 +171,7 @@ fn config(base: &str) -> NotifyConfig {
                 secret_file: Some(secret_file.display().to_string()),
                 rate_per_sec: 1000.0,
                 timeout_ms: 5000,
+                slack_channel: None,
             },
             ChannelConfig {
                 name: "pager".into(),
@@ -180,6 +181,7 @@ fn config(base: &str) -> NotifyConfig {
                 secret_file: Some(pd_file.display().to_string()),
                 rate_per_sec: 1000.0,
                 timeout_ms: 5000,
+                slack_channel: None,
             },
         ],
         routes: vec![Route {
@@ -194,6 +196,7 @@ fn config(base: &str) -> NotifyConfig {
             ..Route::default()
         }],
         default_channels: vec!["team".into()],
+        slack: None,
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub(crate) mod api;
 mod page;
+mod slack;
 
 use crate::engine::Engine;
 use crate::identity::Identity;
@@ -37,6 +38,10 @@ pub struct HttpState {
     pub max_policy_bytes: usize,
     /// Session cookies are marked `Secure` (the listener is behind TLS).
     pub secure_cookies: bool,
+    /// The Slack app whose interactions `/slack/interactions` takes.
+    pub slack: Option<crate::notify::SlackApp>,
+    /// For calls out (Slack's `views.open`).
+    pub client: reqwest::Client,
 }
 
 type State = Arc<HttpState>;
@@ -47,6 +52,7 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     pub max_policy_bytes: usize,
     pub secure_cookies: bool,
+    pub slack: Option<crate::notify::SlackApp>,
 }
 
 impl Default for HttpOptions {
@@ -55,6 +61,7 @@ impl Default for HttpOptions {
             max_body_bytes: 1024 * 1024 + 64 * 1024,
             max_policy_bytes: 16 * 1024 * 1024,
             secure_cookies: false,
+            slack: None,
         }
     }
 }
@@ -66,6 +73,11 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
         max_body_bytes: options.max_body_bytes,
         max_policy_bytes: options.max_policy_bytes,
         secure_cookies: options.secure_cookies,
+        slack: options.slack,
+        client: {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+        },
     });
     let (api, doc) = api::router().split_for_parts();
     let doc = Arc::new(doc);
@@ -77,6 +89,11 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
         }),
     )
     .merge(page::router())
+    .route(
+        "/slack/interactions",
+        axum::routing::post(slack::interactions)
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+    )
     .fallback(|| async { ApiError::route_not_found() })
     .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
     .with_state(state)
