@@ -441,9 +441,20 @@ impl Notifier {
             self.store.route_outbox(&m.id, channels, now).await?;
         }
         let lease_ms = (self.config.lease_secs as i64).saturating_mul(1000);
+        // Claim no more than can be sent, one after another at the slowest
+        // channel's timeout, before the lease runs out: otherwise another
+        // replica could take over deliveries this one is still sending.
+        let slowest = self
+            .channels
+            .values()
+            .map(|c| c.timeout.as_millis() as i64)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let limit = (lease_ms / slowest).clamp(1, BATCH);
         let due = self
             .store
-            .claim_deliveries(&self.owner, now, lease_ms, BATCH)
+            .claim_deliveries(&self.owner, now, lease_ms, limit)
             .await?;
         let mut done = 0;
         for d in due {
