@@ -131,11 +131,15 @@ pub fn apply(r: &JobRecord, command: &Command, now: Millis) -> Result<Transition
         step.body,
     ))];
     if let Some(kind) = step.notify {
-        effects.push(Effect::Notify(Notification::of(
-            kind,
-            &step.record,
-            &step.actor,
-        )));
+        let mut n = Notification::of(kind, &step.record, &step.actor);
+        // A ladder rung names the channel it notifies.
+        if matches!(command, Command::Escalate)
+            && let Some((i, st)) = super::execute::ladder_step(r)
+        {
+            n.body["step"] = serde_json::json!(i + 1);
+            n.body["notify"] = serde_json::json!(st.notify);
+        }
+        effects.push(Effect::Notify(n));
     }
     Ok(Transition {
         record: step.record,

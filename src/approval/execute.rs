@@ -37,14 +37,44 @@ pub(super) fn escalate(r: &JobRecord, now: Millis) -> Result<Step, Refused> {
         return Err(Refusal::new(Reason::NotPending, "not due").into());
     }
     let mut next = r.next(now);
-    next.escalated = true;
+    let step = ladder_step(r);
+    match step {
+        // The ladder's next rung, if any, is the next escalation; after
+        // the last one the job is escalated for good.
+        Some((i, _)) => match r.ladder().get(i + 1) {
+            Some(following) => {
+                next.escalate_at = Some(
+                    r.created_at
+                        .saturating_add(following.after_seconds as i64 * 1000),
+                );
+            }
+            None => next.escalated = true,
+        },
+        None => next.escalated = true,
+    }
     let filled = r.filled();
+    let mut body =
+        json!({ "sla_deadline": r.escalate_at, "filled": filled, "gates": r.evaluation.gates });
+    if let Some((i, st)) = step {
+        body["step"] = json!(i + 1);
+        body["notify"] = json!(st.notify);
+    }
     Ok(Step {
         record: next,
         actor: "system".into(),
-        body: json!({ "sla_deadline": r.escalate_at, "filled": filled, "gates": r.evaluation.gates }),
+        body,
         notify: Some(NotificationKind::Escalated),
     })
+}
+
+/// The ladder rung a pending escalation of `r` is for: the step due at its
+/// `escalate_at` (`None` without a ladder).
+pub(crate) fn ladder_step(r: &JobRecord) -> Option<(usize, &crate::policy::EscalationStep)> {
+    let at = r.escalate_at?;
+    r.ladder()
+        .iter()
+        .enumerate()
+        .find(|(_, st)| r.created_at.saturating_add(st.after_seconds as i64 * 1000) == at)
 }
 
 /// Bind: checks in the order of SPEC §5; on success the job is bound.

@@ -150,6 +150,16 @@ pub struct JobRecord {
     pub approvals: Vec<ApprovalEntry>,
 }
 
+impl JobRecord {
+    /// The escalation ladder the job was decided with (empty: none).
+    pub fn ladder(&self) -> &[crate::policy::EscalationStep] {
+        self.evaluation
+            .timing
+            .as_ref()
+            .map_or(&[], |t| t.ladder.as_slice())
+    }
+}
+
 // ------------------------------------------------------------ effects
 
 /// What a notification is about (SPEC §11). The outbox delivers them.
@@ -315,11 +325,13 @@ pub fn decided(new: NewJob, now: Millis) -> Transition {
         ),
         Decision::Deny => (JobState::Denied, None, None),
         Decision::RequireApproval => {
-            let t = evaluation.timing;
+            let t = evaluation.timing.clone();
             (
                 JobState::Pending,
-                t.map(|t| secs(t.timeout_seconds)),
-                t.map(|t| secs(t.sla_seconds)),
+                t.as_ref().map(|t| secs(t.timeout_seconds)),
+                // A ladder replaces the single escalation at the SLA.
+                t.as_ref()
+                    .map(|t| secs(t.ladder.first().map_or(t.sla_seconds, |s| s.after_seconds))),
             )
         }
     };

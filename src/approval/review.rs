@@ -163,7 +163,11 @@ pub(super) fn approve(r: &JobRecord, input: &ApproveInput, now: Millis) -> Resul
         next.resolved_by = Some(who.name.clone());
         next.resolved_comment = Some(input.reason.clone());
         next.resolution = Some("approved".into());
-        let bind_within = r.evaluation.timing.map_or(0, |t| t.bind_within_seconds);
+        let bind_within = r
+            .evaluation
+            .timing
+            .as_ref()
+            .map_or(0, |t| t.bind_within_seconds);
         next.expires_at = Some(now.saturating_add(bind_within as i64 * 1000));
     }
     let body = json!({
@@ -326,6 +330,7 @@ pub(super) fn override_job(
     let bind_within = r
         .evaluation
         .timing
+        .as_ref()
         .map_or(default_bind_within_secs, |t| t.bind_within_seconds);
     next.expires_at = Some(now.saturating_add(bind_within as i64 * 1000));
     Ok(Step {

@@ -353,14 +353,16 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         Some(s) => Some(s.app().map_err(|e| CliError(e.to_string()))?),
         None => None,
     };
-    let notifier = if config.notify.channels.is_empty() {
-        None
-    } else {
-        Some(
-            crate::notify::Notifier::new(engine.clone(), config.notify.clone(), &config.replica_id)
-                .map_err(|e| CliError(e.to_string()))?,
-        )
-    };
+    let notifier =
+        crate::notify::Notifier::new(engine.clone(), config.notify.clone(), &config.replica_id)
+            .map_err(|e| CliError(e.to_string()))?;
+    if let Some(active) = engine.active() {
+        notifier
+            .check_ladders(active.policy.doc())
+            .map_err(|e| CliError(e.to_string()))?;
+    }
+    // Without channels there is nothing to deliver: no worker.
+    let notifier = (!config.notify.channels.is_empty()).then_some(notifier);
     serve_all(
         engine,
         listener,

@@ -382,6 +382,19 @@ pub struct Notifier {
 const BATCH: i64 = 32;
 
 impl Notifier {
+    /// Refuses a policy whose escalation ladders name channels that are not
+    /// configured (checked at start; a reload with one is logged when it fires).
+    pub fn check_ladders(&self, doc: &crate::policy::PolicyDoc) -> Result<(), NotifyConfigError> {
+        for name in doc.ladder_channels() {
+            if !self.channels.contains_key(&name) {
+                return Err(NotifyConfigError(format!(
+                    "the policy's escalation ladder notifies `{name}`, which is not a configured channel"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(
         engine: Arc<Engine>,
         config: NotifyConfig,
@@ -428,7 +441,7 @@ impl Notifier {
     pub async fn round(&self) -> Result<usize, crate::store::StoreError> {
         let now = self.engine.now();
         for m in self.store.unrouted_outbox(BATCH).await? {
-            let channels = match self.store.job(&m.job_id).await? {
+            let mut channels = match self.store.job(&m.job_id).await? {
                 Some(job) => channels_for(
                     &self.config.routes,
                     &self.config.default_channels,
@@ -438,6 +451,21 @@ impl Notifier {
                 ),
                 None => vec![],
             };
+            // A rung of an escalation ladder also goes to the channel it names.
+            if let Some(target) = m.body.get("notify").and_then(|v| v.as_str()) {
+                match self.channels.get(target) {
+                    Some(c) if c.kind.carries(m.kind) => {
+                        if !channels.iter().any(|n| n == target) {
+                            channels.push(target.to_owned());
+                        }
+                    }
+                    _ => tracing::warn!(
+                        message = %m.id,
+                        channel = target,
+                        "an escalation step names a channel that is not configured"
+                    ),
+                }
+            }
             self.store.route_outbox(&m.id, channels, now).await?;
         }
         let lease_ms = (self.config.lease_secs as i64).saturating_mul(1000);

@@ -67,6 +67,9 @@ pub(super) fn webhook_body(page_url: &str, m: &OutboxRow, view: &JobView, now: i
         "tenant": m.tenant,
         "state_after": m.body.get("state").cloned().unwrap_or(Value::Null),
         "actor": m.body.get("actor").cloned().unwrap_or(Value::Null),
+        // On an escalation ladder's rung: which one, and whom it notifies.
+        "step": m.body.get("step").cloned().unwrap_or(Value::Null),
+        "notify": m.body.get("notify").cloned().unwrap_or(Value::Null),
         "job": crate::service::http::api::job_doc(view),
         "links": {
             "page": link(page_url, &m.job_id),

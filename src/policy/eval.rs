@@ -24,6 +24,9 @@ pub struct Gate {
     pub timeout_seconds: u64,
     pub bind_within_seconds: u64,
     pub channels: Vec<Channel>,
+    /// The escalation ladder (empty: one escalation at the SLA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<EscalationStep>,
 }
 
 /// What the approver reads first.
@@ -46,11 +49,14 @@ pub struct ConstraintConflict {
 }
 
 /// The deadlines of a job that needs approval: the shortest of its gates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
     pub sla_seconds: u64,
     pub timeout_seconds: u64,
     pub bind_within_seconds: u64,
+    /// Every gate's escalation steps, by `after`, each (after, notify) once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ladder: Vec<EscalationStep>,
 }
 
 /// The result of evaluating one job against one policy.
@@ -370,6 +376,12 @@ impl Policy {
                         g.timeout_seconds = g.timeout_seconds.min(spec.timeout.0);
                         g.bind_within_seconds = g.bind_within_seconds.min(spec.bind_within.0);
                         g.channels.retain(|c| spec.channels.contains(c));
+                        for st in &spec.escalate {
+                            if !g.escalate.contains(st) {
+                                g.escalate.push(st.clone());
+                            }
+                        }
+                        g.escalate.sort();
                         g.rules.push(rule.to_owned());
                     }
                     None => gates.push(Gate {
@@ -380,6 +392,7 @@ impl Policy {
                         timeout_seconds: spec.timeout.0,
                         bind_within_seconds: spec.bind_within.0,
                         channels: spec.channels.iter().copied().collect(),
+                        escalate: spec.escalate.clone(),
                     }),
                 }
             };
@@ -400,6 +413,15 @@ impl Policy {
                 .map(|g| g.bind_within_seconds)
                 .min()
                 .unwrap_or(0),
+            ladder: {
+                let mut l: Vec<EscalationStep> = gates
+                    .iter()
+                    .flat_map(|g| g.escalate.iter().cloned())
+                    .collect();
+                l.sort();
+                l.dedup();
+                l
+            },
         });
 
         let mut constraints: BTreeMap<String, Value> = BTreeMap::new();

@@ -73,9 +73,18 @@ struct CGate<'a> {
     approvers: u32,
     bind_within: u64,
     channels: Vec<&'static str>,
+    /// Absent when empty, so policies without ladders keep their ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    escalate: Vec<CStep<'a>>,
     roles: &'a BTreeSet<String>,
     sla: u64,
     timeout: u64,
+}
+
+#[derive(Serialize)]
+struct CStep<'a> {
+    after: u64,
+    notify: &'a str,
 }
 
 impl<'a> CGate<'a> {
@@ -84,6 +93,14 @@ impl<'a> CGate<'a> {
             approvers: g.approvers,
             bind_within: g.bind_within.0,
             channels: g.channels.iter().map(|c| c.as_str()).collect(),
+            escalate: g
+                .escalate
+                .iter()
+                .map(|st| CStep {
+                    after: st.after_seconds,
+                    notify: &st.notify,
+                })
+                .collect(),
             roles: &g.roles,
             sla: g.sla.0,
             timeout: g.timeout.0,

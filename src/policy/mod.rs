@@ -20,7 +20,7 @@ pub use eval::{
     ConstraintConflict, DecisionSummary, Evaluation, Explanation, Gate, MatcherFailure, RuleReport,
     Timing,
 };
-pub use model::{Channel, Decision, Finding, PolicyDoc, Severity};
+pub use model::{Channel, Decision, EscalationStep, Finding, PolicyDoc, Severity};
 pub use validate::{covers, never_matches};
 
 use crate::canonical;

@@ -171,6 +171,17 @@ pub struct GateSpec {
     pub timeout: Secs,
     pub bind_within: Secs,
     pub channels: BTreeSet<Channel>,
+    /// An escalation ladder, by `after` (from the job's creation); empty:
+    /// one escalation at the SLA.
+    pub escalate: Vec<EscalationStep>,
+}
+
+/// One rung of an escalation ladder: once the job has waited `after`,
+/// notify the channel named `notify` (once).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EscalationStep {
+    pub after_seconds: u64,
+    pub notify: String,
 }
 
 /// A test of one job attribute.
@@ -301,6 +312,16 @@ pub struct PolicyDoc {
     pub default_decision: Decision,
     pub default_gate: GateSpec,
     pub rules: Vec<RuleSpec>,
+}
+
+impl PolicyDoc {
+    /// Every channel an escalation ladder of this policy notifies.
+    pub fn ladder_channels(&self) -> BTreeSet<String> {
+        std::iter::once(&self.default_gate)
+            .chain(self.rules.iter().filter_map(|r| r.gate.as_ref()))
+            .flat_map(|g| g.escalate.iter().map(|s| s.notify.clone()))
+            .collect()
+    }
 }
 
 /// How serious a finding is.

@@ -47,6 +47,15 @@ pub struct RawApproval {
     pub bind_within: Option<S<String>>,
     #[serde(default)]
     pub channels: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    pub escalate: Option<S<Vec<S<RawStep>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub after: Option<S<String>>,
+    pub notify: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ pub fn builtin_gate() -> GateSpec {
         timeout: Secs(60 * 60),
         bind_within: Secs(30 * 60),
         channels: Channel::ALL.into_iter().collect(),
+        escalate: Vec::new(),
     }
 }
 
@@ -553,6 +554,90 @@ impl Validator<'_> {
                 }
             }
             g.channels = set;
+        }
+        if let Some(steps) = &a.escalate {
+            let mut ladder = Vec::new();
+            for st in &steps.value {
+                let after = match &st.value.after {
+                    Some(d) => match Secs::parse(&d.value) {
+                        Ok(s) if s.0 > 0 => Some(s.0),
+                        Ok(_) => {
+                            self.error(
+                                "invalid-duration",
+                                Pos::of(d),
+                                rule,
+                                "`escalate.after` must be longer than 0s".into(),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                "invalid-duration",
+                                Pos::of(d),
+                                rule,
+                                format!("`escalate.after`: {e}"),
+                            );
+                            None
+                        }
+                    },
+                    None => {
+                        self.error(
+                            "missing-field",
+                            Pos::of(st),
+                            rule,
+                            "an escalation step needs `after`".into(),
+                        );
+                        None
+                    }
+                };
+                let notify = match &st.value.notify {
+                    Some(n) if is_role(&n.value) => Some(n.value.clone()),
+                    Some(n) => {
+                        self.error("invalid-channel-name", Pos::of(n), rule, format!("`escalate.notify` `{}`: name a notification channel (1-64 characters of [A-Za-z0-9._-])", n.value));
+                        None
+                    }
+                    None => {
+                        self.error(
+                            "missing-field",
+                            Pos::of(st),
+                            rule,
+                            "an escalation step needs `notify` (a notification channel)".into(),
+                        );
+                        None
+                    }
+                };
+                if let (Some(after_seconds), Some(notify)) = (after, notify) {
+                    if after_seconds > g.timeout.0 {
+                        self.warn(
+                            "escalation-after-timeout",
+                            Pos::of(st),
+                            rule,
+                            format!(
+                                "escalation after {} comes after the timeout {}: it never fires",
+                                Secs(after_seconds),
+                                g.timeout
+                            ),
+                        );
+                    }
+                    ladder.push(EscalationStep {
+                        after_seconds,
+                        notify,
+                    });
+                }
+            }
+            ladder.sort();
+            if ladder
+                .windows(2)
+                .any(|w| w[0].after_seconds == w[1].after_seconds)
+            {
+                self.error(
+                    "duplicate-escalation",
+                    Pos::of(steps),
+                    rule,
+                    "two escalation steps have the same `after`".into(),
+                );
+            }
+            g.escalate = ladder;
         }
         if g.sla > g.timeout {
             let pos = a.sla.as_ref().map(Pos::of).unwrap_or_default();

@@ -32,6 +32,8 @@ struct Seen {
     forged: AtomicUsize,
     /// Answer this many requests with 503 before accepting.
     fail_next: AtomicUsize,
+    /// (idempotency key, path) of accepted webhooks.
+    paths: Mutex<Vec<(String, String)>>,
 }
 
 impl Seen {
@@ -53,7 +55,12 @@ impl Seen {
     }
 }
 
-async fn webhook(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn webhook(
+    State(seen): State<Arc<Seen>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let h = |n: &str| {
         headers
             .get(n)
@@ -92,6 +99,10 @@ async fn webhook(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes)
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(h("idempotency-key"), v["id"].as_str().unwrap());
     assert_eq!(h("x-gavel-event"), v["kind"].as_str().unwrap());
+    seen.paths
+        .lock()
+        .unwrap()
+        .push((h("idempotency-key"), uri.path().to_owned()));
     seen.accepted
         .lock()
         .unwrap()
@@ -141,6 +152,7 @@ async fn receiver() -> (String, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let app = Router::new()
         .route("/hook", post(webhook))
+        .route("/hook/{name}", post(webhook))
         .route("/v2/enqueue", post(pagerduty))
         .with_state(seen.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -578,4 +590,126 @@ secret_file = "{secret}"
     assert!(second.wait().unwrap().success());
     assert_eq!(seen.keys(), ["crash-1:1:pending"]);
     assert_eq!(seen.forged.load(Ordering::SeqCst), 0);
+}
+
+/// An escalation ladder: each rung fires once, at its time, to the channel
+/// it names; after the last one nothing more fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rung_of_an_escalation_ladder_fires_once_to_its_channel() {
+    let mut spawn = helpers::Spawn::on(Backend::Sqlite);
+    spawn.policy = helpers::POLICY.replace(
+        "    approval: { approvers: 1, roles: [finance] }",
+        "    approval: { approvers: 1, roles: [finance], timeout: 2h, escalate: [{ after: 45m, notify: leads }, { after: 15m, notify: oncall }] }",
+    );
+    let app = helpers::spawn_with(spawn).await.unwrap();
+    let (base, seen) = receiver().await;
+    let mut cfg = config(&base);
+    for name in ["oncall", "leads"] {
+        let mut c = cfg.channels[0].clone();
+        c.name = name.into();
+        c.url = format!("{base}/hook/{name}");
+        cfg.channels.push(c);
+    }
+    cfg.routes.clear();
+    let n = Notifier::new(app.engine.clone(), cfg, "main").unwrap();
+    let doc = app.engine.active().unwrap();
+    n.check_ladders(doc.policy.doc()).unwrap();
+    decide(&app, "e-1", &["payment"]).await;
+    let start = app.clock.now_ms_for_test();
+    let at = |min: i64| start + min * 60 * 1000;
+
+    app.clock.set_ms(at(15) - 1);
+    assert_eq!(app.engine.sweep().await.unwrap(), (0, 0), "not yet");
+    app.clock.set_ms(at(15));
+    assert_eq!(app.engine.sweep().await.unwrap(), (0, 1), "first rung");
+    assert_eq!(app.engine.sweep().await.unwrap(), (0, 0), "once");
+    app.clock.set_ms(at(45));
+    assert_eq!(app.engine.sweep().await.unwrap(), (0, 1), "second rung");
+    app.clock.set_ms(at(100));
+    assert_eq!(app.engine.sweep().await.unwrap(), (0, 0), "no third rung");
+    while n.round().await.unwrap() > 0 {}
+    let paths = seen.paths.lock().unwrap().clone();
+    let has = |key: &str, path: &str| paths.iter().any(|(k, p)| k == key && p == path);
+    assert!(has("e-1:2:escalated", "/hook/oncall"), "{paths:?}");
+    assert!(has("e-1:3:escalated", "/hook/leads"), "{paths:?}");
+    assert!(!has("e-1:2:escalated", "/hook/leads"), "{paths:?}");
+    assert!(!has("e-1:3:escalated", "/hook/oncall"), "{paths:?}");
+    // The team's default channel hears every rung too.
+    assert!(has("e-1:2:escalated", "/hook") && has("e-1:3:escalated", "/hook"));
+    let rungs: Vec<Value> = seen
+        .bodies()
+        .into_iter()
+        .filter(|b| b["kind"] == "escalated")
+        .collect();
+    assert!(
+        rungs
+            .iter()
+            .all(|b| b["job"]["escalated"] == true || b["job_version"] == 2)
+    );
+
+    // A ladder naming an unconfigured channel is refused at start.
+    let mut bare = config(&base);
+    bare.routes.clear();
+    let n2 = Notifier::new(app.engine.clone(), bare, "main").unwrap();
+    let e = n2.check_ladders(doc.policy.doc()).unwrap_err().to_string();
+    assert!(e.contains("`leads`") || e.contains("`oncall`"), "{e}");
+}
+
+#[test]
+fn ladders_are_validated_and_leave_other_policies_ids_alone() {
+    let base = helpers::POLICY;
+    let id = |src: &str| {
+        gavel::policy::load(src, "p.yaml")
+            .unwrap()
+            .snapshot
+            .id
+            .to_string()
+    };
+    let plain = id(base);
+    let with = base.replace(
+        "approval: { approvers: 1, roles: [finance] }",
+        "approval: { approvers: 1, roles: [finance], escalate: [{ after: 15m, notify: oncall }] }",
+    );
+    assert_ne!(id(&with), plain, "a ladder is part of the policy's meaning");
+    // Policies without ladders keep the ids they always had (the canonical
+    // form leaves an empty ladder out): the shipped policy's id as the code
+    // before ladders computed it (`gavel policy hash`, 2026-12-02).
+    let shipped = std::fs::read_to_string(crate::root().join("policies/default.yaml")).unwrap();
+    assert_eq!(
+        id(&shipped),
+        "cfg:default:policy#sha256:e89193b2b7c6785b63a63ce8ec6079ab62f97d34500d84c6afc3f8cdca0b29c5"
+    );
+    for (bad, code) in [
+        ("escalate: [{ notify: oncall }]", "missing-field"),
+        ("escalate: [{ after: 15m }]", "missing-field"),
+        (
+            "escalate: [{ after: 0s, notify: oncall }]",
+            "invalid-duration",
+        ),
+        (
+            "escalate: [{ after: soon, notify: oncall }]",
+            "invalid-duration",
+        ),
+        (
+            "escalate: [{ after: 15m, notify: \"on call\" }]",
+            "invalid-channel-name",
+        ),
+        (
+            "escalate: [{ after: 15m, notify: a }, { after: 15m, notify: b }]",
+            "duplicate-escalation",
+        ),
+    ] {
+        let src = base.replace(
+            "approval: { approvers: 1, roles: [finance] }",
+            &format!("approval: {{ approvers: 1, roles: [finance], {bad} }}"),
+        );
+        let e = gavel::policy::load(&src, "p.yaml")
+            .err()
+            .unwrap_or_else(|| panic!("{bad} loaded"));
+        assert!(
+            e.findings.iter().any(|f| f.code == code),
+            "{bad}: {:?}",
+            e.findings
+        );
+    }
 }

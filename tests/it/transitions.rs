@@ -374,6 +374,7 @@ fn gate_strategy() -> impl Strategy<Value = Gate> {
             timeout_seconds: 600,
             bind_within_seconds: 300,
             channels,
+            escalate: vec![],
         })
 }
 
