@@ -293,6 +293,7 @@ pub fn slack_blocks(view: &JobView, page_url: &str) -> Value {
             {"type": "mrkdwn", "text": format!("*Job hash*\n`{}`", short(r.job_hash.as_str()))},
             {"type": "mrkdwn", "text": format!("*Blast radius*\n{}", text_or(&proposal["blast_radius"], "not stated"))},
             {"type": "mrkdwn", "text": format!("*Reversible*\n{}", match proposal["reversible"].as_bool() { Some(true) => "yes", Some(false) => "no", None => "not stated" })},
+            {"type": "mrkdwn", "text": format!("*Estimated cost*\n{}", proposal["estimated_cost_usd"].as_f64().map_or("not stated".to_owned(), |c| format!("${c}")))},
             {"type": "mrkdwn", "text": format!("*Approved by*\n{}", if approved.is_empty() { "nobody yet".to_owned() } else { esc(&approved.join(", ")) })},
             {"type": "mrkdwn", "text": format!("*State*\n{}", view.state.as_str().to_ascii_uppercase())},
         ]}),

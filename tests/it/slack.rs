@@ -379,10 +379,44 @@ async fn one_person_counts_once_across_the_page_api_and_slack_and_gates_may_refu
         "{v}"
     );
 
+    // And the other way round: bob approves in Slack, then on the page.
+    decide(&s, "s-5", "deploy", &[]).await;
+    s.notifier.round().await.unwrap();
+    let posted = s.fake.of("chat.postMessage");
+    let v5 = button_value(posted.last().unwrap());
+    let (_, v) = s
+        .interact(&submit("UBOB", "gavel_approve", &v5, "from Slack"))
+        .await;
+    assert_eq!(v, json!({"response_action": "clear"}));
+    let session = s.app.engine.sign_in(&token("bob")).await.unwrap();
+    let mut parts = v5.split('|');
+    let (_, hash, snap) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+    let form = serde_urlencoded::to_string([
+        ("csrf", session.csrf().as_str()),
+        ("reason", "from the page"),
+        ("job_hash", hash),
+        ("snapshot", snap),
+    ])
+    .unwrap();
+    let r = s
+        .http
+        .post(format!("http://{}/ui/jobs/s-5/approve", s.app.http_addr))
+        .header("cookie", format!("gavel_session={}", session.secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("ALREADY_APPROVED"));
+    let who = s.app.engine.directory().by_name("auditor").unwrap().clone();
+    let job = s.app.engine.get_job(&who, "s-5").await.unwrap();
+    assert_eq!(job.record.approvals.len(), 1, "bob counted once");
+
     // A gate that takes approvals only from the page refuses Slack.
     decide(&s, "s-4", "write", &["ui-only"]).await;
     s.notifier.round().await.unwrap();
-    let value = button_value(&s.fake.of("chat.postMessage")[1]);
+    let value = button_value(s.fake.of("chat.postMessage").last().unwrap());
     let (_, v) = s
         .interact(&submit("UBOB", "gavel_approve", &value, "from Slack"))
         .await;
