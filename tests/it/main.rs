@@ -13,6 +13,7 @@ mod openapi;
 mod pg;
 mod policy_load;
 mod properties;
+mod python;
 mod replicas;
 mod server;
 mod slack;
