@@ -7,6 +7,7 @@
 
 from gavel_client._jcs import canonical, canonical_job, job_hash
 from gavel_client.client import Bound, Decision, Gavel, GavelError, WaitTimeout, job_message
+from gavel_client.guard import guard
 
 __all__ = [
     "Bound",
@@ -15,6 +16,7 @@ __all__ = [
     "GavelError",
     "WaitTimeout",
     "canonical",
+    "guard",
     "canonical_job",
     "job_hash",
     "job_message",

@@ -1,5 +1,5 @@
-"""A real `gavel serve --dev` for the tests, on free loopback ports, in a
-scratch directory; stopped (by its pid) when the session ends."""
+"""Real `gavel serve --dev` processes for the tests, on free loopback
+ports, in scratch directories; each is stopped (by its pid) at the end."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,25 +15,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@contextmanager
+def gavel_server(work: Path, policy: Path | None = None):
+    binary = os.environ.get("GAVEL_BIN") or str(ROOT / "target" / "debug" / "gavel")
+    (work / "policies").symlink_to(ROOT / "policies")
+    args = [binary, "serve", "--dev", "--data-dir", "data", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
+    if policy is not None:
+        args += ["--policy", str(policy)]
+    proc = subprocess.Popen(args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("gavel listening on "), first
+        tokens = {
+            i["name"]: i["token"]
+            for i in json.loads((work / "data" / "dev-identities.json").read_text())["identities"]
+        }
+        yield {"addr": first.split()[3], "tokens": tokens, "bin": binary, "work": work}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    binary = os.environ.get("GAVEL_BIN") or str(ROOT / "target" / "debug" / "gavel")
-    work = tmp_path_factory.mktemp("gavel")
-    (work / "policies").symlink_to(ROOT / "policies")
-    proc = subprocess.Popen(
-        [binary, "serve", "--dev", "--data-dir", "data", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-        cwd=work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    first = proc.stdout.readline()
-    assert first.startswith("gavel listening on "), first
-    grpc_addr = first.split()[3]
-    tokens = {
-        i["name"]: i["token"]
-        for i in json.loads((work / "data" / "dev-identities.json").read_text())["identities"]
-    }
-    yield {"addr": grpc_addr, "tokens": tokens, "bin": binary, "work": work}
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    with gavel_server(tmp_path_factory.mktemp("gavel")) as s:
+        yield s
