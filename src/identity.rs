@@ -51,6 +51,16 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     ))
 }
 
+/// Compares two secrets (tokens, CSRF tokens, nonces) in time that does
+/// not depend on where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Every configured identity, indexed by credential.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {

@@ -367,6 +367,16 @@ impl RateLimit {
     }
 }
 
+/// The client gavel calls out with (channels, Slack's Web API): ring as
+/// rustls' provider (installed once per process), and no redirects, so a
+/// receiver cannot bounce a signed message elsewhere.
+pub fn outbound_client() -> Result<reqwest::Client, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// The worker's settings and channels.
 pub struct Notifier {
     engine: Arc<Engine>,
@@ -405,12 +415,8 @@ impl Notifier {
             .into_iter()
             .map(|c| (c.name.clone(), c))
             .collect();
-        // One process-wide TLS provider for HTTPS channels.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| NotifyConfigError(format!("HTTP client: {e}")))?;
+        let client =
+            outbound_client().map_err(|e| NotifyConfigError(format!("HTTP client: {e}")))?;
         Ok(Notifier {
             store: engine.store().clone(),
             engine,

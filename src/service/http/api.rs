@@ -186,6 +186,14 @@ pub struct JobDoc {
     pub outcome_detail: Option<String>,
 }
 
+fn summary(e: &crate::policy::Evaluation) -> Summary {
+    Summary {
+        title: e.decision_summary.title.clone(),
+        why: e.decision_summary.why.clone(),
+        next_effect: e.decision_summary.next_effect.clone(),
+    }
+}
+
 fn time(ms: i64) -> String {
     crate::clock::rfc3339(ms)
 }
@@ -235,11 +243,7 @@ pub(crate) fn job_doc(v: &JobView) -> JobDoc {
         policy_reason: e.reason.clone(),
         job_hash: r.job_hash.to_string(),
         approval_required: e.approval_required,
-        decision_summary: Summary {
-            title: e.decision_summary.title.clone(),
-            why: e.decision_summary.why.clone(),
-            next_effect: e.decision_summary.next_effect.clone(),
-        },
+        decision_summary: summary(e),
         resolved_by: r.resolved_by.clone(),
         resolved_comment: r.resolved_comment.clone(),
         resolution: r.resolution.clone(),
@@ -621,11 +625,7 @@ async fn decide(
         job_hash: r.job_hash.to_string(),
         approval_required: e.approval_required,
         gates: gates(v),
-        decision_summary: Summary {
-            title: e.decision_summary.title.clone(),
-            why: e.decision_summary.why.clone(),
-            next_effect: e.decision_summary.next_effect.clone(),
-        },
+        decision_summary: summary(e),
         constraints: e.constraints.clone(),
         expires_at: r.expires_at.map(time),
         decision_id: r.decision_id.clone(),
@@ -1122,11 +1122,7 @@ async fn explain(
         policy_snapshot: snap.to_string(),
         job_hash: hash.to_string(),
         approval_required: e.approval_required,
-        decision_summary: Summary {
-            title: e.decision_summary.title.clone(),
-            why: e.decision_summary.why.clone(),
-            next_effect: e.decision_summary.next_effect.clone(),
-        },
+        decision_summary: summary(e),
         constraints: e.constraints.clone(),
         rules: x
             .rules

@@ -74,10 +74,7 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
         max_policy_bytes: options.max_policy_bytes,
         secure_cookies: options.secure_cookies,
         slack: options.slack,
-        client: {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::new()
-        },
+        client: crate::notify::outbound_client().unwrap_or_default(),
     });
     let (api, doc) = api::router().split_for_parts();
     let doc = Arc::new(doc);

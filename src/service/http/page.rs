@@ -342,7 +342,7 @@ async fn login(AxState(state): AxState<State>, req: Request) -> Page {
         Err(r) => return refusal_page(None, &r),
     };
     // Double-submit check: the form came from the sign-in page this browser loaded.
-    if nonce.is_empty() || !csrf_equal(&nonce, &f.login) {
+    if nonce.is_empty() || !crate::identity::secrets_equal(&nonce, &f.login) {
         return refusal_page(
             None,
             &Refusal::field(
@@ -378,14 +378,6 @@ async fn login(AxState(state): AxState<State>, req: Request) -> Page {
     }
 }
 
-fn csrf_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 #[derive(Deserialize)]
 struct CsrfOnly {
     #[allow(dead_code)] // checked by `form`
@@ -412,41 +404,42 @@ async fn logout(AxState(state): AxState<State>, req: Request) -> Page {
 
 // ------------------------------------------------------------ queue and history
 
-async fn queue(AxState(state): AxState<State>, headers: HeaderMap) -> Page {
-    let s = match session(&state, &headers).await {
+/// A page listing the jobs of one approval-queue query.
+async fn job_list(
+    state: &State,
+    headers: &HeaderMap,
+    title: &str,
+    query: ApprovalQuery,
+    body: impl FnOnce(&[JobView]) -> Markup,
+) -> Page {
+    let s = match session(state, headers).await {
         Ok(s) => s,
         Err(p) => return p,
     };
-    let page = state
-        .engine
-        .list_approvals(
-            &s.identity,
-            ApprovalQuery {
-                actionable_only: true,
-                page_size: 200,
-                ..ApprovalQuery::default()
-            },
-        )
-        .await;
-    match page {
+    match state.engine.list_approvals(&s.identity, query).await {
         Err(r) => refusal_page(Some(&s), &r),
-        Ok(page) => html_page(
-            StatusCode::OK,
-            layout(
-                "Waiting for you",
-                Some(&s),
-                html! {
-                    div data-refresh="15" {}
-                    @if page.items.is_empty() {
-                        p.empty { "Nothing waits for your approval." }
-                    } @else {
-                        p.hint { (page.items.len()) " job(s), oldest first. Red needs two or more people; amber one." }
-                        ul.jobs { @for v in &page.items { (job_row(v)) } }
-                    }
-                },
-            ),
-        ),
+        Ok(page) => html_page(StatusCode::OK, layout(title, Some(&s), body(&page.items))),
     }
+}
+
+async fn queue(AxState(state): AxState<State>, headers: HeaderMap) -> Page {
+    let query = ApprovalQuery {
+        actionable_only: true,
+        page_size: 200,
+        ..ApprovalQuery::default()
+    };
+    job_list(&state, &headers, "Waiting for you", query, |items| {
+        html! {
+            div data-refresh="15" {}
+            @if items.is_empty() {
+                p.empty { "Nothing waits for your approval." }
+            } @else {
+                p.hint { (items.len()) " job(s), oldest first. Red needs two or more people; amber one." }
+                ul.jobs { @for v in items { (job_row(v)) } }
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -552,36 +545,19 @@ async fn history(
 }
 
 async fn overrides(AxState(state): AxState<State>, headers: HeaderMap) -> Page {
-    let s = match session(&state, &headers).await {
-        Ok(s) => s,
-        Err(p) => return p,
+    let query = ApprovalQuery {
+        unacknowledged_overrides: true,
+        page_size: 200,
+        ..ApprovalQuery::default()
     };
-    let page = state
-        .engine
-        .list_approvals(
-            &s.identity,
-            ApprovalQuery {
-                unacknowledged_overrides: true,
-                page_size: 200,
-                ..ApprovalQuery::default()
-            },
-        )
-        .await;
-    match page {
-        Err(r) => refusal_page(Some(&s), &r),
-        Ok(page) => html_page(
-            StatusCode::OK,
-            layout(
-                "Break-glass review",
-                Some(&s),
-                html! {
-                    p.hint { "Overrides wait here until someone other than who overrode acknowledges them." }
-                    @if page.items.is_empty() { p.empty { "No override waits for review." } }
-                    ul.jobs { @for v in &page.items { (job_row(v)) } }
-                },
-            ),
-        ),
-    }
+    job_list(&state, &headers, "Break-glass review", query, |items| {
+        html! {
+            p.hint { "Overrides wait here until someone other than who overrode acknowledges them." }
+            @if items.is_empty() { p.empty { "No override waits for review." } }
+            ul.jobs { @for v in items { (job_row(v)) } }
+        }
+    })
+    .await
 }
 
 fn stats_markup(st: &ReviewStats) -> Markup {
