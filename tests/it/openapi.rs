@@ -49,6 +49,8 @@ async fn every_route_answers_as_documented() {
         assert_eq!(r.status(), 200);
     }
     let seed = std::env::var("GAVEL_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
+    // schemathesis keeps a cache in its working directory: a scratch one.
+    let scratch = tempfile::tempdir().unwrap();
     let checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance";
     for who in ["agent-1", "alice", "executor", "operator", "auditor", "eve"] {
         let out = tokio::process::Command::new(&bin)
@@ -58,6 +60,7 @@ async fn every_route_answers_as_documented() {
             .args(["--max-examples", "25", "--seed", &seed, "--workers", "1"])
             .args(["--request-timeout", "10", "--no-color"])
             .env("SCHEMATHESIS_HOOKS", "")
+            .current_dir(scratch.path())
             .kill_on_drop(true)
             .output()
             .await
