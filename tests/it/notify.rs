@@ -161,12 +161,23 @@ async fn receiver() -> (String, Arc<Seen>) {
     (format!("http://{addr}"), seen)
 }
 
+/// The channels' secret files, written once per process: tests run in
+/// parallel, and rewriting a file another test is reading would race.
+fn secret_files() -> &'static (std::path::PathBuf, std::path::PathBuf) {
+    static FILES: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let hook = dir.join(format!("gavel-notify-{}.secret", std::process::id()));
+        std::fs::write(&hook, format!("{SECRET}\n")).unwrap();
+        let pd = dir.join(format!("gavel-notify-{}.pd", std::process::id()));
+        std::fs::write(&pd, "pd-routing-key").unwrap();
+        (hook, pd)
+    })
+}
+
 fn config(base: &str) -> NotifyConfig {
-    let secret_file =
-        std::env::temp_dir().join(format!("gavel-notify-{}.secret", std::process::id()));
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let pd_file = std::env::temp_dir().join(format!("gavel-notify-{}.pd", std::process::id()));
-    std::fs::write(&pd_file, "pd-routing-key").unwrap();
+    let (secret_file, pd_file) = secret_files();
     NotifyConfig {
         max_attempts: 4,
         backoff_base_ms: 1000,

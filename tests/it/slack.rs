@@ -78,11 +78,17 @@ async fn setup() -> Setup {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}/api", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
-    let dir = std::env::temp_dir();
-    let bot_file = dir.join(format!("gavel-slack-bot-{}", std::process::id()));
-    let sign_file = dir.join(format!("gavel-slack-sign-{}", std::process::id()));
-    std::fs::write(&bot_file, BOT).unwrap();
-    std::fs::write(&sign_file, SIGNING).unwrap();
+    // Written once per process: tests run in parallel.
+    static FILES: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (bot_file, sign_file) = FILES.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let bot = dir.join(format!("gavel-slack-bot-{}", std::process::id()));
+        let sign = dir.join(format!("gavel-slack-sign-{}", std::process::id()));
+        std::fs::write(&bot, BOT).unwrap();
+        std::fs::write(&sign, SIGNING).unwrap();
+        (bot, sign)
+    });
     let slack = SlackConfig {
         api_url: api,
         bot_token_env: None,
