@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod hook;
 pub mod identity;
 pub mod job;
 pub mod notify;

@@ -23,6 +23,7 @@ macro_rules! say_raw {
 
 mod bench;
 mod client;
+mod hook;
 mod job;
 mod policy;
 mod serve;
@@ -121,6 +122,10 @@ enum Command {
     /// The load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A coding agent's pre-tool hook: reads the agent's hook JSON on stdin,
+    /// decides (and binds) the tool call, answers in the agent's protocol;
+    /// blocks on any failure.
+    Hook(hook::HookArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,8 +164,14 @@ enum AuditCommand {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return hook::usage_error(e),
+    };
     let output = cli.output;
+    if let Command::Hook(args) = cli.command {
+        return hook::run(&cli.conn, args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,6 +222,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
         Command::Bench(cmd) => bench::run(cmd, o, &conn.server).await,
+        Command::Hook(a) => Ok(hook::answer_call(conn, a).await),
         Command::Keys { key_file } => {
             if !key_file.exists() {
                 return Err(CliError(format!(

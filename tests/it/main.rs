@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod fnmatch;
 mod helpers;
+mod hooks;
 mod http;
 mod jcs;
 mod matchers;
