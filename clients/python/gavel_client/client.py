@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,22 +13,10 @@ from google.protobuf import json_format, struct_pb2
 
 from gavel_client._proto.gavel.v1 import gavel_pb2 as pb
 from gavel_client._proto.gavel.v1 import gavel_pb2_grpc as rpc
+from gavel_client._jcs import job_hash as local_job_hash
 from gavel_client._proto.google.rpc import status_pb2
-
-
-class GavelError(Exception):
-    """A refusal, with gavel's machine-readable reason (e.g. ``HASH_MISMATCH``)."""
-
-    def __init__(self, reason: str, message: str, field: str = "", code: str = ""):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-        self.field = field
-        self.code = code
-
-
-class WaitTimeout(GavelError):
-    """The job was still pending when the deadline passed: do not run it."""
+from gavel_client.errors import GavelError, WaitTimeout
+from gavel_client.receipt import load_jwks, verify_receipt
 
 
 def _error(e: grpc.RpcError) -> GavelError:
@@ -72,6 +61,8 @@ class Bound:
     receipt: str
     constraints: dict = field(default_factory=dict)
     approvers: list = field(default_factory=list)
+    # The verified receipt's payload, when the client has a JWKS.
+    receipt_claims: dict | None = None
 
     @property
     def job(self) -> dict:
@@ -112,15 +103,93 @@ def job_message(job: dict) -> pb.Job:
     return m
 
 
-class Gavel:
-    """A connection to a gavel server as one identity (its bearer token)."""
+def decision_of(r) -> Decision:
+    """A DecideResponse as a :class:`Decision`."""
+    return Decision(
+        job_id=r.job_id,
+        decision=_enum(pb.Decision, r.decision, "DECISION_"),
+        state=_enum(pb.JobState, r.state, "JOB_STATE_"),
+        policy_snapshot=r.policy_snapshot,
+        job_hash=r.job_hash,
+        primary_rule=r.primary_rule,
+        reason=r.reason,
+        approval_required=r.approval_required,
+        constraints=json_format.MessageToDict(r.constraints),
+        replayed=r.replayed,
+    )
 
-    def __init__(self, server: str = "127.0.0.1:50051", token: str = "", timeout: float = 10.0):
+
+def record_decision(rec) -> Decision:
+    """A JobRecord (GetJob, WatchJob) as a :class:`Decision` in its current state."""
+    return Decision(
+        job_id=rec.job.job_id,
+        decision=_enum(pb.Decision, rec.decision, "DECISION_"),
+        state=_enum(pb.JobState, rec.state, "JOB_STATE_"),
+        policy_snapshot=rec.policy_snapshot,
+        job_hash=rec.job_hash,
+        primary_rule=rec.primary_rule,
+        reason=rec.reason,
+        approval_required=rec.approval_required,
+        constraints=json_format.MessageToDict(rec.constraints),
+        replayed=True,
+    )
+
+
+def checked_binding(r, job_id: str, job: dict, snapshot: str, jwks: dict | None) -> Bound:
+    """A BindResponse as a :class:`Bound`, after checking that it binds what
+    was sent: the canonical bytes hash to the bound hash, which is the hash
+    of ``job`` computed here; with a JWKS, the receipt's signature and its
+    claims too. Anything off raises and nothing runs."""
+    if hashlib.sha256(r.canonical_job.encode()).hexdigest() != r.job_hash:
+        raise GavelError("HASH_MISMATCH", "the canonical job returned does not hash to the bound hash")
+    mine = local_job_hash(job)
+    if r.job_hash != mine:
+        raise GavelError("HASH_MISMATCH", f"bound {r.job_hash}, but the job sent hashes to {mine}")
+    if r.job_id != job_id or r.policy_snapshot != snapshot:
+        raise GavelError("SNAPSHOT_MISMATCH", "the binding names another job or snapshot than was asked for")
+    claims = None
+    if jwks is not None:
+        claims = verify_receipt(r.receipt, jwks)
+        expected = {"job_id": r.job_id, "job_hash": r.job_hash, "policy_snapshot": r.policy_snapshot, "bind_id": r.bind_id}
+        for key, want in expected.items():
+            if claims.get(key) != want:
+                raise GavelError("RECEIPT_INVALID", f"the receipt's {key} is {claims.get(key)!r}, not {want!r}")
+    return Bound(
+        bind_id=r.bind_id,
+        job_id=r.job_id,
+        job_hash=r.job_hash,
+        policy_snapshot=r.policy_snapshot,
+        canonical_job=r.canonical_job,
+        receipt=r.receipt,
+        constraints=json_format.MessageToDict(r.constraints),
+        approvers=[a.approver for a in r.approvals],
+        receipt_claims=claims,
+    )
+
+
+def _pending_too_long(job_id: str) -> WaitTimeout:
+    return WaitTimeout("PENDING", f"job {job_id} is still waiting for approval", "", "DEADLINE_EXCEEDED")
+
+
+def _outcome(ok: bool):
+    return pb.OUTCOME_SUCCEEDED if ok else pb.OUTCOME_FAILED
+
+
+class Gavel:
+    """A connection to a gavel server as one identity (its bearer token).
+
+    ``jwks``: the server's receipt keys (a dict, a file from ``gavel keys``,
+    or the URL of ``/api/v1/keys``). With it, every :meth:`bind` verifies
+    the receipt's signature and claims before returning.
+    """
+
+    def __init__(self, server: str = "127.0.0.1:50051", token: str = "", timeout: float = 10.0, jwks=None):
         target = server.removeprefix("http://")
         self._channel = grpc.insecure_channel(target)
         self._meta = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._decisions = rpc.DecisionServiceStub(self._channel)
+        self.jwks = None if jwks is None else load_jwks(jwks)
 
     def close(self) -> None:
         self._channel.close()
@@ -138,44 +207,33 @@ class Gavel:
             raise _error(e) from None
 
     def decide(self, job: dict) -> Decision:
-        r = self._call(self._decisions.Decide, pb.DecideRequest(job=job_message(job)))
-        return Decision(
-            job_id=r.job_id,
-            decision=_enum(pb.Decision, r.decision, "DECISION_"),
-            state=_enum(pb.JobState, r.state, "JOB_STATE_"),
-            policy_snapshot=r.policy_snapshot,
-            job_hash=r.job_hash,
-            primary_rule=r.primary_rule,
-            reason=r.reason,
-            approval_required=r.approval_required,
-            constraints=json_format.MessageToDict(r.constraints),
-            replayed=r.replayed,
-        )
+        return decision_of(self._call(self._decisions.Decide, pb.DecideRequest(job=job_message(job))))
+
+    def get(self, job_id: str) -> Decision:
+        """The job's decision and current state."""
+        r = self._call(self._decisions.GetJob, pb.GetJobRequest(job_id=job_id))
+        return record_decision(r.job)
 
     def state(self, job_id: str) -> str:
-        r = self._call(self._decisions.GetJob, pb.GetJobRequest(job_id=job_id))
-        return _enum(pb.JobState, r.job.state, "JOB_STATE_")
+        return self.get(job_id).state
 
-    def wait(self, job_id: str, timeout: float) -> str:
-        """Waits until the job is no longer pending and returns its state;
-        raises :class:`WaitTimeout` at the deadline. A dropped stream is
-        resumed; the job's state is re-read each time."""
+    def wait(self, job_id: str, timeout: float) -> Decision:
+        """Waits until the job is no longer pending and returns it in its new
+        state; raises :class:`WaitTimeout` at the deadline. A dropped stream
+        is resumed; the job is re-read each time."""
         deadline = time.monotonic() + timeout
         while True:
-            state = self.state(job_id)
-            if state != "pending":
-                return state
+            d = self.get(job_id)
+            if d.state != "pending":
+                return d
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WaitTimeout("PENDING", f"job {job_id} is still waiting for approval", "", "DEADLINE_EXCEEDED")
+                raise _pending_too_long(job_id)
             try:
-                stream = self._decisions.WatchJob(
-                    pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left
-                )
+                stream = self._decisions.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left)
                 for event in stream:
-                    s = _enum(pb.JobState, event.job.state, "JOB_STATE_")
-                    if s != "pending":
-                        return s
+                    if event.job.state != pb.JOB_STATE_PENDING:
+                        return record_decision(event.job)
             except grpc.RpcError as e:
                 err = _error(e)
                 if err.code not in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"):
@@ -187,21 +245,20 @@ class Gavel:
             self._decisions.Bind,
             pb.BindRequest(job_id=job_id, job=job_message(job), policy_snapshot=snapshot),
         )
-        return Bound(
-            bind_id=r.bind_id,
-            job_id=r.job_id,
-            job_hash=r.job_hash,
-            policy_snapshot=r.policy_snapshot,
-            canonical_job=r.canonical_job,
-            receipt=r.receipt,
-            constraints=json_format.MessageToDict(r.constraints),
-            approvers=[a.approver for a in r.approvals],
-        )
+        try:
+            return checked_binding(r, job_id, job, snapshot, self.jwks)
+        except GavelError as e:
+            # Bound, but not what was asked for or not provably signed: the
+            # job is closed as failed, and nothing runs.
+            try:
+                self.report(job_id, r.bind_id, False, f"the client refused the binding: {e.reason}: {e.message}"[:1000])
+            except GavelError:
+                pass
+            raise
 
     def report(self, job_id: str, bind_id: str, ok: bool, detail: str = "") -> str:
-        outcome = pb.OUTCOME_SUCCEEDED if ok else pb.OUTCOME_FAILED
         r = self._call(
             self._decisions.ReportOutcome,
-            pb.ReportOutcomeRequest(job_id=job_id, bind_id=bind_id, outcome=outcome, detail=detail),
+            pb.ReportOutcomeRequest(job_id=job_id, bind_id=bind_id, outcome=_outcome(ok), detail=detail),
         )
         return _enum(pb.JobState, r.job.state, "JOB_STATE_")

@@ -16,12 +16,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextmanager
-def gavel_server(work: Path, policy: Path | None = None):
+def gavel_server(work: Path, policy: Path | None = None, extra: list[str] | None = None):
     binary = os.environ.get("GAVEL_BIN") or str(ROOT / "target" / "debug" / "gavel")
     (work / "policies").symlink_to(ROOT / "policies")
     args = [binary, "serve", "--dev", "--data-dir", "data", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
     if policy is not None:
         args += ["--policy", str(policy)]
+    args += extra or []
     proc = subprocess.Popen(args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = proc.stdout.readline()
@@ -30,7 +31,8 @@ def gavel_server(work: Path, policy: Path | None = None):
             i["name"]: i["token"]
             for i in json.loads((work / "data" / "dev-identities.json").read_text())["identities"]
         }
-        yield {"addr": first.split()[3], "tokens": tokens, "bin": binary, "work": work}
+        words = first.split()
+        yield {"addr": words[3], "http": words[6], "tokens": tokens, "bin": binary, "work": work}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

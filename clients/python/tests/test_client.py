@@ -71,7 +71,7 @@ def test_approval_is_waited_for_and_the_approved_bytes_run(server):
 
     t = threading.Thread(target=approve)
     t.start()
-    assert agent.wait(d.job_id, timeout=60) == "approved"
+    assert agent.wait(d.job_id, timeout=60).state == "approved"
     t.join()
 
     tampered = json.loads(json.dumps(job))
