@@ -15,6 +15,7 @@ OUT = HERE / "gavel_client" / "_proto"
 PROTOS = ["gavel/v1/gavel.proto", "google/rpc/status.proto"]
 PACKAGES = [
     "gavel_client",
+    "gavel_client.adapters",
     "gavel_client._proto",
     "gavel_client._proto.gavel",
     "gavel_client._proto.gavel.v1",

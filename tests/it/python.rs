@@ -10,13 +10,16 @@ use crate::root;
 fn the_python_client_passes_its_suite_against_a_real_server() {
     let python = std::env::var("GAVEL_PYTHON").unwrap_or_else(|_| "python3".into());
     let usable = std::process::Command::new(&python)
-        .args(["-c", "import gavel_client, pytest, rfc8785"])
+        .args([
+            "-c",
+            "import gavel_client, pytest, rfc8785, agents, langchain, langgraph, pydantic_ai",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     if !usable {
         if std::env::var("GAVEL_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
             panic!(
-                "GAVEL_REQUIRE_PYTHON=1 but {python} cannot import gavel_client, pytest and rfc8785"
+                "GAVEL_REQUIRE_PYTHON=1 but {python} cannot import gavel_client with its test extras"
             );
         }
         eprintln!(
