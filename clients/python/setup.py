@@ -65,4 +65,4 @@ class BuildWithStubs(build_py):
 # stubs are generated as soon as the build backend loads this file
 # (grpcio-tools is installed by then, as a build requirement).
 generate()
-setup(packages=PACKAGES, cmdclass={"build_py": BuildWithStubs})
+setup(packages=PACKAGES, package_data={"gavel_client": ["py.typed"]}, cmdclass={"build_py": BuildWithStubs})
