@@ -15,6 +15,7 @@ from gavel_client.client import (
     _enum,
     _error,
     _outcome,
+    _RESUMABLE,
     _pending_too_long,
     checked_binding,
     decision_of,
@@ -63,24 +64,28 @@ class AsyncGavel:
 
     async def wait(self, job_id: str, timeout: float) -> Decision:
         """Waits until the job is no longer pending; :class:`WaitTimeout` at
-        the deadline. A dropped stream is resumed."""
+        the deadline. A dropped stream or a server restart is waited out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            d = await self.get(job_id)
-            if d.state != "pending":
-                return d
             left = deadline - loop.time()
             if left <= 0:
                 raise _pending_too_long(job_id)
-            stream = self._decisions.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left)
             try:
+                r = await self._decisions.GetJob(
+                    pb.GetJobRequest(job_id=job_id), metadata=self._meta, timeout=left, wait_for_ready=True
+                )
+                if r.job.state != pb.JOB_STATE_PENDING:
+                    return record_decision(r.job)
+                stream = self._decisions.WatchJob(
+                    pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left, wait_for_ready=True
+                )
                 async for event in stream:
                     if event.job.state != pb.JOB_STATE_PENDING:
                         return record_decision(event.job)
             except grpc.RpcError as e:
                 err = _error(e)
-                if err.code not in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"):
+                if err.code not in _RESUMABLE:
                     raise err from None
 
     async def bind(self, job_id: str, job: dict, snapshot: str) -> Bound:

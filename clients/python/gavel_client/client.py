@@ -171,6 +171,10 @@ def _pending_too_long(job_id: str) -> WaitTimeout:
     return WaitTimeout("PENDING", f"job {job_id} is still waiting for approval", "", "DEADLINE_EXCEEDED")
 
 
+# Codes after which wait() re-reads the job and resumes watching.
+_RESUMABLE = ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED")
+
+
 def _outcome(ok: bool):
     return pb.OUTCOME_SUCCEEDED if ok else pb.OUTCOME_FAILED
 
@@ -220,25 +224,31 @@ class Gavel:
     def wait(self, job_id: str, timeout: float) -> Decision:
         """Waits until the job is no longer pending and returns it in its new
         state; raises :class:`WaitTimeout` at the deadline. A dropped stream
-        is resumed; the job is re-read each time."""
+        or a server restart is waited out (``wait_for_ready``) and the job
+        re-read, until the deadline."""
         deadline = time.monotonic() + timeout
         while True:
-            d = self.get(job_id)
-            if d.state != "pending":
-                return d
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _pending_too_long(job_id)
             try:
-                stream = self._decisions.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left)
+                r = self._decisions.GetJob(
+                    pb.GetJobRequest(job_id=job_id), metadata=self._meta, timeout=left, wait_for_ready=True
+                )
+                if r.job.state != pb.JOB_STATE_PENDING:
+                    return record_decision(r.job)
+                stream = self._decisions.WatchJob(
+                    pb.WatchJobRequest(job_id=job_id), metadata=self._meta, timeout=left, wait_for_ready=True
+                )
                 for event in stream:
                     if event.job.state != pb.JOB_STATE_PENDING:
                         return record_decision(event.job)
             except grpc.RpcError as e:
                 err = _error(e)
-                if err.code not in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"):
+                if err.code not in _RESUMABLE:
                     raise err from None
-                # Deadline or a dropped stream: loop, re-read, resume.
+                # The deadline, a dropped stream or a restarting server:
+                # loop, re-read, resume.
 
     def bind(self, job_id: str, job: dict, snapshot: str) -> Bound:
         r = self._call(

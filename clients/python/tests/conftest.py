@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextmanager
-def gavel_server(work: Path, policy: Path | None = None, extra: list[str] | None = None):
+def gavel_server(work: Path, policy: Path | None = None, extra: list[str] | None = None, grpc: str = "127.0.0.1:0"):
     binary = os.environ.get("GAVEL_BIN") or str(ROOT / "target" / "debug" / "gavel")
-    (work / "policies").symlink_to(ROOT / "policies")
-    args = [binary, "serve", "--dev", "--data-dir", "data", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
+    if not (work / "policies").exists():
+        (work / "policies").symlink_to(ROOT / "policies")
+    args = [binary, "serve", "--dev", "--data-dir", "data", "--grpc-listen", grpc, "--http-listen", "127.0.0.1:0"]
     if policy is not None:
         args += ["--policy", str(policy)]
     args += extra or []
@@ -32,10 +33,11 @@ def gavel_server(work: Path, policy: Path | None = None, extra: list[str] | None
             for i in json.loads((work / "data" / "dev-identities.json").read_text())["identities"]
         }
         words = first.split()
-        yield {"addr": words[3], "http": words[6], "tokens": tokens, "bin": binary, "work": work}
+        yield {"addr": words[3], "http": words[6], "tokens": tokens, "bin": binary, "work": work, "proc": proc}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
 
 
 @pytest.fixture(scope="session")

@@ -185,3 +185,33 @@ def test_the_asyncio_client_decides_waits_binds_and_guards(server):
             assert ran == ["a.txt"]
 
     asyncio.run(main())
+
+
+def test_wait_resumes_after_the_stream_drops_and_the_server_comes_back(tmp_path):
+    import signal
+    import socket
+
+    from conftest import gavel_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tmp_path / "srv"
+    work.mkdir()
+    grpc_addr = f"127.0.0.1:{port}"
+    with gavel_server(work, grpc=grpc_addr) as first:
+        agent = Gavel(grpc_addr, first["tokens"]["dev-agent"])
+        d = agent.decide(payment(f"py-resume-{uuid.uuid4().hex[:8]}"))
+        assert d.state == "pending"
+        outcome = []
+        waiter = threading.Thread(target=lambda: outcome.append(agent.wait(d.job_id, timeout=120)))
+        waiter.start()
+        # The server dies under the waiting client: its stream drops.
+        first["proc"].send_signal(signal.SIGKILL)
+        first["proc"].wait(timeout=30)
+        assert waiter.is_alive()
+        with gavel_server(work, grpc=grpc_addr) as second:
+            cli(second, "alice", "approve", d.job_id, "--reason", "ok")
+            cli(second, "bob", "approve", d.job_id, "--reason", "ok")
+            waiter.join(timeout=120)
+        assert [o.state for o in outcome] == ["approved"]
