@@ -139,6 +139,30 @@ fn expected_id(agent: &str, session: &str, doc: &Value, generation: u32) -> Stri
     }
 }
 
+/// Who makes the calls of a test: an agent's tool in one session (in the
+/// fixtures' working directory).
+struct Caller<'a> {
+    agent: &'a str,
+    tool: &'a str,
+    session: &'a str,
+}
+
+impl Caller<'_> {
+    /// The expected job id of this caller's call.
+    fn id(&self, job: [&str; 3], tags: &[&str], params: Value, generation: u32) -> String {
+        let [topic, action, target] = job;
+        let at = attrs(self.agent, self.tool, "/home/dev/shop", self.session);
+        let d = doc(topic, action, target, tags, at, params);
+        expected_id(self.agent, self.session, &d, generation)
+    }
+
+    /// The expected job id of a shell command (its only param).
+    fn shell(&self, command: &str, tags: &[&str], generation: u32) -> String {
+        let job = ["agent.shell", "exec", command];
+        self.id(job, tags, json!({ "command": command }), generation)
+    }
+}
+
 /// The canonical job document of a call (every key present).
 fn doc(
     topic: &str,
@@ -190,7 +214,11 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
     let mut executor = app.as_("executor").await;
     let base = fixture("claude-code-bash.json");
     let session = base["session_id"].as_str().unwrap().to_owned();
-    let at = attrs("claude-code", "Bash", "/home/dev/shop", &session);
+    let bash = Caller {
+        agent: "claude-code",
+        tool: "Bash",
+        session: &session,
+    };
     let with_command = |cmd: &str, description: &str| {
         let mut p = base.clone();
         p["tool_input"] = json!({"command": cmd, "description": description});
@@ -201,19 +229,7 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
     // the description the job left out.
     let r = run(&app, "claude-code", &base, &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let id = expected_id(
-        "claude-code",
-        &session,
-        &doc(
-            "agent.shell",
-            "exec",
-            "git status",
-            &[],
-            at.clone(),
-            json!({"command": "git status"}),
-        ),
-        0,
-    );
+    let id = bash.shell("git status", &[], 0);
     let rec = job_of(&mut executor, &id).await;
     assert_eq!(rec.state, pb::JobState::Bound as i32);
     assert_eq!(
@@ -228,19 +244,7 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
     // Denied by policy: a JSON deny with the rule and reason, exit 0.
     let push = with_command("git push --force origin main", "Push");
     let r = run(&app, "claude-code", &push, &[]).await;
-    let id = expected_id(
-        "claude-code",
-        &session,
-        &doc(
-            "agent.shell",
-            "exec",
-            "git push --force origin main",
-            &[],
-            at.clone(),
-            json!({"command": "git push --force origin main"}),
-        ),
-        0,
-    );
+    let id = bash.shell("git push --force origin main", &[], 0);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
     assert_eq!(
         r.json(),
@@ -256,15 +260,7 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
     // Approval required: interactive runs get a deny naming the approval,
     // headless runs a defer; both leave the same one pending job.
     let rm = with_command("rm -rf build", "Clean the build directory");
-    let rm_doc = doc(
-        "agent.shell",
-        "exec",
-        "rm -rf build",
-        &[],
-        at.clone(),
-        json!({"command": "rm -rf build"}),
-    );
-    let rm_id = expected_id("claude-code", &session, &rm_doc, 0);
+    let rm_id = bash.shell("rm -rf build", &[], 0);
     let r = run(&app, "claude-code", &rm, &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
@@ -301,7 +297,7 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
 
     // Single use: the same call once more is a new request.
     let r = run(&app, "claude-code", &retry, &[]).await;
-    let again = expected_id("claude-code", &session, &rm_doc, 1);
+    let again = bash.shell("rm -rf build", &[], 1);
     assert_eq!(
         r.json(),
         claude("deny", &pending_text(&again, &app, DEFAULT_WHY), None)
@@ -311,38 +307,14 @@ async fn claude_code_allows_denies_defers_and_binds_the_approved_retry() {
     // an allow rule for their first word.
     let other = with_command("rm -rf build/cache", "Clean");
     let r = run(&app, "claude-code", &other, &[]).await;
-    let other_id = expected_id(
-        "claude-code",
-        &session,
-        &doc(
-            "agent.shell",
-            "exec",
-            "rm -rf build/cache",
-            &[],
-            at.clone(),
-            json!({"command": "rm -rf build/cache"}),
-        ),
-        0,
-    );
+    let other_id = bash.shell("rm -rf build/cache", &[], 0);
     assert_eq!(
         r.json(),
         claude("deny", &pending_text(&other_id, &app, DEFAULT_WHY), None)
     );
     let sneaky = with_command("ls; rm -rf /", "List");
     let r = run(&app, "claude-code", &sneaky, &[]).await;
-    let sneaky_id = expected_id(
-        "claude-code",
-        &session,
-        &doc(
-            "agent.shell",
-            "exec",
-            "ls; rm -rf /",
-            &["shell-compound"],
-            at,
-            json!({"command": "ls; rm -rf /"}),
-        ),
-        0,
-    );
+    let sneaky_id = bash.shell("ls; rm -rf /", &["shell-compound"], 0);
     assert_eq!(
         r.json(),
         claude("deny", &pending_text(&sneaky_id, &app, DEFAULT_WHY), None)
@@ -364,25 +336,13 @@ async fn rejected_expired_and_half_approved_calls_never_run() {
     // Two reviewers are needed; one approval is not enough.
     let mcp = fixture("claude-code-mcp.json");
     let session = mcp["session_id"].as_str().unwrap().to_owned();
-    let params = mcp["tool_input"].clone();
-    let id = expected_id(
-        "claude-code",
-        &session,
-        &doc(
-            "mcp.orders_db.delete_rows",
-            "delete_rows",
-            "",
-            &[],
-            attrs(
-                "claude-code",
-                "mcp__orders_db__delete_rows",
-                "/home/dev/shop",
-                &session,
-            ),
-            params,
-        ),
-        0,
-    );
+    let mcp_caller = Caller {
+        agent: "claude-code",
+        tool: "mcp__orders_db__delete_rows",
+        session: &session,
+    };
+    let job = ["mcp.orders_db.delete_rows", "delete_rows", ""];
+    let id = mcp_caller.id(job, &[], mcp["tool_input"].clone(), 0);
     let why = "rule `row-deletes`: Deleting rows needs two reviewers";
     let r = run(&app, "claude-code", &mcp, &[]).await;
     assert_eq!(
@@ -423,15 +383,16 @@ async fn rejected_expired_and_half_approved_calls_never_run() {
     // Expired while pending: the retry is a new request, never a run.
     let patch = fixture("codex-apply-patch.json");
     let session = patch["session_id"].as_str().unwrap().to_owned();
-    let patch_doc = doc(
-        "agent.file",
-        "patch",
-        "deploy/prod.yaml",
-        &[],
-        attrs("codex", "apply_patch", "/home/dev/shop", &session),
-        patch["tool_input"].clone(),
-    );
-    let first = expected_id("codex", &session, &patch_doc, 0);
+    let patcher = Caller {
+        agent: "codex",
+        tool: "apply_patch",
+        session: &session,
+    };
+    let patch_id = |generation| {
+        let job = ["agent.file", "patch", "deploy/prod.yaml"];
+        patcher.id(job, &[], patch["tool_input"].clone(), generation)
+    };
+    let first = patch_id(0);
     let r = run(&app, "codex", &patch, &[]).await;
     assert_eq!(
         r.json(),
@@ -444,7 +405,7 @@ async fn rejected_expired_and_half_approved_calls_never_run() {
         pb::JobState::Expired as i32
     );
     let r = run(&app, "codex", &patch, &[]).await;
-    let second = expected_id("codex", &session, &patch_doc, 1);
+    let second = patch_id(1);
     assert_eq!(
         r.json(),
         claude("deny", &pending_text(&second, &app, DEFAULT_WHY), None)
@@ -457,7 +418,7 @@ async fn rejected_expired_and_half_approved_calls_never_run() {
     app.clock.advance_secs(6 * 60);
     app.engine.sweep().await.unwrap();
     let r = run(&app, "codex", &patch, &[]).await;
-    let third = expected_id("codex", &session, &patch_doc, 2);
+    let third = patch_id(2);
     assert_eq!(
         r.json(),
         claude("deny", &pending_text(&third, &app, DEFAULT_WHY), None)
@@ -475,17 +436,15 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
     // Codex: allow with the bound input.
     let codex = fixture("codex-bash.json");
     let s = codex["session_id"].as_str().unwrap().to_owned();
-    let id = expected_id(
-        "codex",
-        &s,
-        &doc(
-            "agent.shell",
-            "exec",
-            "git status",
-            &[],
-            attrs("codex", "Bash", "/home/dev/shop", &s),
-            json!({"command": "git status"}),
-        ),
+    let id = Caller {
+        agent: "codex",
+        tool: "Bash",
+        session: &s,
+    }
+    .id(
+        ["agent.shell", "exec", "git status"],
+        &[],
+        json!({"command": "git status"}),
         0,
     );
     let r = run(&app, "codex", &codex, &[]).await;
@@ -502,17 +461,15 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
     // Gemini CLI: decision/reason, and the bound input as tool_input.
     let gemini = fixture("gemini-shell.json");
     let s = gemini["session_id"].as_str().unwrap().to_owned();
-    let id = expected_id(
-        "gemini",
-        &s,
-        &doc(
-            "agent.shell",
-            "exec",
-            "git status",
-            &[],
-            attrs("gemini", "run_shell_command", "/home/dev/shop", &s),
-            json!({"command": "git status", "directory": "."}),
-        ),
+    let id = Caller {
+        agent: "gemini",
+        tool: "run_shell_command",
+        session: &s,
+    }
+    .id(
+        ["agent.shell", "exec", "git status"],
+        &[],
+        json!({"command": "git status", "directory": "."}),
         0,
     );
     let r = run(&app, "gemini", &gemini, &[]).await;
@@ -527,17 +484,15 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
         })
     );
     let secrets = fixture("gemini-write-file.json");
-    let id = expected_id(
-        "gemini",
-        &s,
-        &doc(
-            "agent.file",
-            "write",
-            "/home/dev/shop/.env.production",
-            &[],
-            attrs("gemini", "write_file", "/home/dev/shop", &s),
-            secrets["tool_input"].clone(),
-        ),
+    let id = Caller {
+        agent: "gemini",
+        tool: "write_file",
+        session: &s,
+    }
+    .id(
+        ["agent.file", "write", "/home/dev/shop/.env.production"],
+        &[],
+        secrets["tool_input"].clone(),
         0,
     );
     let r = run(&app, "gemini", &secrets, &[]).await;
@@ -548,17 +503,19 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
     let mut fetch = gemini.clone();
     fetch["tool_input"] = json!({"command": "curl -X DELETE https://api.example.com/v1/users/7"});
     let r = run(&app, "gemini", &fetch, &[]).await;
-    let id = expected_id(
-        "gemini",
-        &s,
-        &doc(
+    let id = Caller {
+        agent: "gemini",
+        tool: "run_shell_command",
+        session: &s,
+    }
+    .id(
+        [
             "agent.shell",
             "exec",
             "curl -X DELETE https://api.example.com/v1/users/7",
-            &[],
-            attrs("gemini", "run_shell_command", "/home/dev/shop", &s),
-            fetch["tool_input"].clone(),
-        ),
+        ],
+        &[],
+        fetch["tool_input"].clone(),
         0,
     );
     assert_eq!(
@@ -569,17 +526,15 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
     // Cursor: permission, user_message and agent_message.
     let shell = fixture("cursor-shell.json");
     let c = shell["conversation_id"].as_str().unwrap().to_owned();
-    let id = expected_id(
-        "cursor",
-        &c,
-        &doc(
-            "agent.shell",
-            "exec",
-            "git status",
-            &[],
-            attrs("cursor", "Shell", "/home/dev/shop", &c),
-            json!({"command": "git status"}),
-        ),
+    let id = Caller {
+        agent: "cursor",
+        tool: "Shell",
+        session: &c,
+    }
+    .id(
+        ["agent.shell", "exec", "git status"],
+        &[],
+        json!({"command": "git status"}),
         0,
     );
     let r = run(&app, "cursor", &shell, &[]).await;
@@ -591,19 +546,12 @@ async fn codex_gemini_and_cursor_answer_in_their_own_protocols() {
 
     let mcp = fixture("cursor-mcp.json");
     let args: Value = serde_json::from_str(mcp["tool_input"].as_str().unwrap()).unwrap();
-    let id = expected_id(
-        "cursor",
-        &c,
-        &doc(
-            "mcp._.delete_rows",
-            "delete_rows",
-            "",
-            &[],
-            attrs("cursor", "MCP:_:delete_rows", "/home/dev/shop", &c),
-            args,
-        ),
-        0,
-    );
+    let id = Caller {
+        agent: "cursor",
+        tool: "MCP:_:delete_rows",
+        session: &c,
+    }
+    .id(["mcp._.delete_rows", "delete_rows", ""], &[], args, 0);
     let text = pending_text(
         &id,
         &app,

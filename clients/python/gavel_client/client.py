@@ -103,36 +103,30 @@ def job_message(job: dict) -> pb.Job:
     return m
 
 
+def _decision(m, job_id: str, replayed: bool) -> Decision:
+    # DecideResponse and JobRecord name these fields alike.
+    return Decision(
+        job_id=job_id,
+        decision=_enum(pb.Decision, m.decision, "DECISION_"),
+        state=_enum(pb.JobState, m.state, "JOB_STATE_"),
+        policy_snapshot=m.policy_snapshot,
+        job_hash=m.job_hash,
+        primary_rule=m.primary_rule,
+        reason=m.reason,
+        approval_required=m.approval_required,
+        constraints=json_format.MessageToDict(m.constraints),
+        replayed=replayed,
+    )
+
+
 def decision_of(r) -> Decision:
     """A DecideResponse as a :class:`Decision`."""
-    return Decision(
-        job_id=r.job_id,
-        decision=_enum(pb.Decision, r.decision, "DECISION_"),
-        state=_enum(pb.JobState, r.state, "JOB_STATE_"),
-        policy_snapshot=r.policy_snapshot,
-        job_hash=r.job_hash,
-        primary_rule=r.primary_rule,
-        reason=r.reason,
-        approval_required=r.approval_required,
-        constraints=json_format.MessageToDict(r.constraints),
-        replayed=r.replayed,
-    )
+    return _decision(r, r.job_id, r.replayed)
 
 
 def record_decision(rec) -> Decision:
     """A JobRecord (GetJob, WatchJob) as a :class:`Decision` in its current state."""
-    return Decision(
-        job_id=rec.job.job_id,
-        decision=_enum(pb.Decision, rec.decision, "DECISION_"),
-        state=_enum(pb.JobState, rec.state, "JOB_STATE_"),
-        policy_snapshot=rec.policy_snapshot,
-        job_hash=rec.job_hash,
-        primary_rule=rec.primary_rule,
-        reason=rec.reason,
-        approval_required=rec.approval_required,
-        constraints=json_format.MessageToDict(rec.constraints),
-        replayed=True,
-    )
+    return _decision(rec, rec.job.job_id, True)
 
 
 def checked_binding(r, job_id: str, job: dict, snapshot: str, jwks: dict | None) -> Bound:
