@@ -158,6 +158,16 @@ impl DecisionService for Grpc {
         })
     }
 
+    async fn get_receipt_keys(
+        &self,
+        req: Request<pb::GetReceiptKeysRequest>,
+    ) -> Result2<pb::GetReceiptKeysResponse> {
+        self.caller(&req)?;
+        ok(pb::GetReceiptKeysResponse {
+            jwks: self.engine.jwks().to_string(),
+        })
+    }
+
     type WatchJobStream = EventStream<pb::JobEvent>;
 
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result2<Self::WatchJobStream> {

@@ -49,6 +49,27 @@ async fn allowed_job_binds_once_and_reports_its_outcome(b: Backend) {
     assert_eq!(payload["constraints"]["max_runtime_sec"], 60);
     let stranger = gavel::receipt::ReceiptSigner::from_seed([1; 32]);
     assert!(gavel::receipt::verify(&b.receipt, &stranger.jwks()).is_err());
+    // The same keys over gRPC, for clients that verify what they are given;
+    // callers without a token get none.
+    let keys = exec
+        .decision
+        .get_receipt_keys(pb::GetReceiptKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let served: serde_json::Value = serde_json::from_str(&keys.jwks).unwrap();
+    assert_eq!(
+        gavel::receipt::verify(&b.receipt, &served).unwrap(),
+        payload
+    );
+    let anonymous = app
+        .as_raw(None)
+        .await
+        .decision
+        .get_receipt_keys(pb::GetReceiptKeysRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&anonymous), "UNAUTHENTICATED");
 
     let again = bind_hash(&mut exec, "read-1", &d.job_hash, &d.policy_snapshot)
         .await

@@ -4,6 +4,7 @@ awaitable, on ``grpc.aio``."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 
@@ -28,14 +29,24 @@ from gavel_client.receipt import load_jwks
 
 class AsyncGavel:
     """A connection to a gavel server as one identity, for asyncio code.
-    Create it inside the event loop that uses it."""
+    Create it inside the event loop that uses it. ``jwks`` as for
+    :class:`gavel_client.Gavel`: receipts are verified by default."""
 
     def __init__(self, server: str = "127.0.0.1:50051", token: str = "", timeout: float = 10.0, jwks=None):
         self._channel = grpc.aio.insecure_channel(server.removeprefix("http://"))
         self._meta = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._decisions = rpc.DecisionServiceStub(self._channel)
-        self.jwks = None if jwks is None else load_jwks(jwks)
+        self._verify = jwks is not False
+        self.jwks = None if jwks in (None, False) else load_jwks(jwks)
+
+    async def receipt_keys(self) -> dict | None:
+        """The JWKS receipts are checked against (fetched from the server
+        the first time), or None when verification is off."""
+        if self._verify and self.jwks is None:
+            r = await self._call(self._decisions.GetReceiptKeys, pb.GetReceiptKeysRequest())
+            self.jwks = load_jwks(json.loads(r.jwks))
+        return self.jwks
 
     async def close(self) -> None:
         await self._channel.close()
@@ -94,7 +105,7 @@ class AsyncGavel:
             pb.BindRequest(job_id=job_id, job=job_message(job), policy_snapshot=snapshot),
         )
         try:
-            return checked_binding(r, job_id, job, snapshot, self.jwks)
+            return checked_binding(r, job_id, job, snapshot, await self.receipt_keys())
         except GavelError as e:
             # Bound, but not what was asked for or not provably signed: the
             # job is closed as failed, and nothing runs.

@@ -176,9 +176,11 @@ def _outcome(ok: bool):
 class Gavel:
     """A connection to a gavel server as one identity (its bearer token).
 
-    ``jwks``: the server's receipt keys (a dict, a file from ``gavel keys``,
-    or the URL of ``/api/v1/keys``). With it, every :meth:`bind` verifies
-    the receipt's signature and claims before returning.
+    ``jwks``: the keys every :meth:`bind` verifies the receipt's signature
+    and claims against before returning. By default they are fetched once
+    from the server (``GetReceiptKeys``); pin them with a dict, a file from
+    ``gavel keys`` or the URL of ``/api/v1/keys``. ``jwks=False`` turns
+    receipt verification off (the hash checks stay).
     """
 
     def __init__(self, server: str = "127.0.0.1:50051", token: str = "", timeout: float = 10.0, jwks=None):
@@ -187,7 +189,16 @@ class Gavel:
         self._meta = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._decisions = rpc.DecisionServiceStub(self._channel)
-        self.jwks = None if jwks is None else load_jwks(jwks)
+        self._verify = jwks is not False
+        self.jwks = None if jwks in (None, False) else load_jwks(jwks)
+
+    def receipt_keys(self) -> dict | None:
+        """The JWKS receipts are checked against (fetched from the server
+        the first time), or None when verification is off."""
+        if self._verify and self.jwks is None:
+            r = self._call(self._decisions.GetReceiptKeys, pb.GetReceiptKeysRequest())
+            self.jwks = load_jwks(json.loads(r.jwks))
+        return self.jwks
 
     def close(self) -> None:
         self._channel.close()
@@ -250,7 +261,7 @@ class Gavel:
             pb.BindRequest(job_id=job_id, job=job_message(job), policy_snapshot=snapshot),
         )
         try:
-            return checked_binding(r, job_id, job, snapshot, self.jwks)
+            return checked_binding(r, job_id, job, snapshot, self.receipt_keys())
         except GavelError as e:
             # Bound, but not what was asked for or not provably signed: the
             # job is closed as failed, and nothing runs.

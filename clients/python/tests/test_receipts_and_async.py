@@ -56,6 +56,15 @@ def test_bind_verifies_the_receipt_against_the_servers_jwks(server):
     b = executor.bind(d.job_id, job, d.policy_snapshot)
     assert b.receipt_claims["job_hash"] == b.job_hash == d.job_hash
     assert b.receipt_claims["bind_id"] == b.bind_id
+    # By default the keys come from the server itself, and every receipt is checked.
+    default = Gavel(server["addr"], server["tokens"]["dev-executor"])
+    job2 = read_job(f"py-rcpt-{uuid.uuid4().hex[:8]}")
+    d2 = agent.decide(job2)
+    b2 = default.bind(d2.job_id, job2, d2.policy_snapshot)
+    assert default.jwks == executor.jwks and b2.receipt_claims["job_hash"] == b2.job_hash
+    job3 = read_job(f"py-rcpt-{uuid.uuid4().hex[:8]}")
+    d3 = agent.decide(job3)
+    assert Gavel(server["addr"], server["tokens"]["dev-executor"], jwks=False).bind(d3.job_id, job3, d3.policy_snapshot).receipt_claims is None
 
     # Altered payload, or another key under the same kid: refused.
     h, p, s = b.receipt.split(".")
