@@ -58,6 +58,13 @@ pub struct Clients {
     pub audit: AuditServiceClient<Svc>,
 }
 
+/// `Bearer <token>` as a metadata value.
+pub fn bearer_header(token: &str) -> Result<MetadataValue<Ascii>, CliError> {
+    format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| CliError("the token contains characters a header cannot carry".into()))
+}
+
 impl Conn {
     pub async fn connect(&self) -> Result<Clients, CliError> {
         let token = self.token.clone().ok_or_else(|| {
@@ -65,9 +72,7 @@ impl Conn {
                 "no token: pass --token or set GAVEL_TOKEN (gavel serve --dev prints some)".into(),
             )
         })?;
-        let header: MetadataValue<Ascii> = format!("Bearer {}", token.trim())
-            .parse()
-            .map_err(|_| CliError("the token contains characters a header cannot carry".into()))?;
+        let header = bearer_header(&token)?;
         let channel = Channel::from_shared(self.server.clone())
             .map_err(|e| CliError(format!("--server `{}`: {e}", self.server)))?
             .connect()
@@ -88,14 +93,17 @@ impl Conn {
     }
 }
 
+/// The machine-readable reason of a refused call, if it carries one.
+pub fn reason_of(s: &tonic::Status) -> Option<&'static str> {
+    convert::error_detail(s)
+        .and_then(|d| crate::service::status::reason_from_proto(d.reason))
+        .map(|r| r.as_str())
+}
+
 /// A refused call as a CLI error naming its reason.
 pub fn refused(s: tonic::Status) -> CliError {
-    let reason = convert::error_detail(&s)
-        .and_then(|d| crate::service::status::reason_from_proto(d.reason))
-        .map_or_else(
-            || format!("{:?}", s.code()).to_uppercase(),
-            |r| r.as_str().to_owned(),
-        );
+    let reason =
+        reason_of(&s).map_or_else(|| format!("{:?}", s.code()).to_uppercase(), str::to_owned);
     CliError(format!("{reason}: {}", s.message()))
 }
 

@@ -7,13 +7,12 @@
 //! unreachable server, timeout, a refusal, even a panic) ends in the
 //! agent's blocking answer and exit code 2, never in its "run anyway".
 
-use super::client::{Conn, refused};
+use super::client::{Conn, bearer_header, reason_of, refused};
 use crate::hook::{self, Agent, Mapping, Verdict};
 use crate::job::{Job, Limits};
 use crate::proto::v1 as pb;
 use crate::proto::v1::decision_service_client::DecisionServiceClient;
 use crate::service::convert;
-use crate::service::status::reason_from_proto;
 use clap::Args;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -63,32 +62,15 @@ pub struct HookArgs {
 pub fn run(conn: &Conn, a: HookArgs) -> ExitCode {
     let agent = a.agent;
     std::panic::set_hook(Box::new(move |info| {
-        let answer = hook::answer(
-            agent,
-            &Verdict::Block {
-                reason: format!("internal error: {info}"),
-            },
-            false,
-        );
-        emit(&answer);
-        std::process::exit(i32::from(answer.exit));
+        block(agent, format!("internal error: {info}"));
+        std::process::exit(2);
     }));
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt.block_on(answer_call(conn, a)),
-        Err(e) => {
-            let answer = hook::answer(
-                agent,
-                &Verdict::Block {
-                    reason: format!("cannot start the async runtime: {e}"),
-                },
-                false,
-            );
-            emit(&answer);
-            ExitCode::from(answer.exit)
-        }
+        Err(e) => block(agent, format!("cannot start the async runtime: {e}")),
     }
 }
 
@@ -123,13 +105,12 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         .next()
         .unwrap_or("")
         .trim_start_matches("error: ");
-    let answer = hook::answer(
-        agent,
-        &Verdict::Block {
-            reason: format!("bad command line: {first}"),
-        },
-        false,
-    );
+    block(agent, format!("bad command line: {first}"))
+}
+
+/// Writes the agent's block answer; its exit code.
+fn block(agent: Agent, reason: String) -> ExitCode {
+    let answer = hook::answer(agent, &Verdict::Block { reason }, false);
     emit(&answer);
     ExitCode::from(answer.exit)
 }
@@ -175,23 +156,10 @@ async fn decide_with_deadline(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Verd
     }
 }
 
-fn bearer(token: &str) -> Result<MetadataValue<Ascii>, String> {
-    format!("Bearer {}", token.trim())
-        .parse()
-        .map_err(|_| "the token contains characters a header cannot carry".to_owned())
-}
-
 fn with_token<T>(msg: T, header: &MetadataValue<Ascii>) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert("authorization", header.clone());
     req
-}
-
-/// The refusal's machine-readable reason, if it has one.
-fn reason_of(s: &tonic::Status) -> Option<&'static str> {
-    convert::error_detail(s)
-        .and_then(|d| reason_from_proto(d.reason))
-        .map(|r| r.as_str())
 }
 
 async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, String> {
@@ -212,8 +180,9 @@ async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, St
         .token
         .as_deref()
         .ok_or("no token: pass --token or set GAVEL_TOKEN")?;
-    let agent_header = bearer(agent_token)?;
-    let executor_header = bearer(a.executor_token.as_deref().unwrap_or(agent_token))?;
+    let agent_header = bearer_header(agent_token).map_err(|e| e.0)?;
+    let executor_header =
+        bearer_header(a.executor_token.as_deref().unwrap_or(agent_token)).map_err(|e| e.0)?;
     let channel = Channel::from_shared(conn.server.clone())
         .map_err(|e| format!("--server `{}`: {e}", conn.server))?
         .connect()

@@ -204,22 +204,23 @@ impl Mapping {
         Ok(Mapping { tenant, rules })
     }
 
+    /// The first rule that maps this call.
+    fn rule_for(&self, call: &ToolCall) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            (r.raw.agents.is_empty() || r.raw.agents.contains(&call.agent))
+                && r.pattern.matches(&call.tool)
+        })
+    }
+
     /// The job (in its JSON form, without an id) for a call; a call no rule
     /// maps is refused: unknown tools do not run.
     pub fn job(&self, call: &ToolCall) -> Result<Value, MapError> {
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| {
-                (r.raw.agents.is_empty() || r.raw.agents.contains(&call.agent))
-                    && r.pattern.matches(&call.tool)
-            })
-            .ok_or_else(|| {
-                MapError(format!(
-                    "no mapping for the {} tool `{}`; add one to the mapping file (--map)",
-                    call.agent, call.tool
-                ))
-            })?;
+        let rule = self.rule_for(call).ok_or_else(|| {
+            MapError(format!(
+                "no mapping for the {} tool `{}`; add one to the mapping file (--map)",
+                call.agent, call.tool
+            ))
+        })?;
         let r = &rule.raw;
         let (server, mcp_tool) = call
             .mcp
@@ -290,10 +291,7 @@ impl Mapping {
         bound_params: &Map<String, Value>,
     ) -> Map<String, Value> {
         let mut out = bound_params.clone();
-        if let Some(rule) = self.rules.iter().find(|r| {
-            (r.raw.agents.is_empty() || r.raw.agents.contains(&call.agent))
-                && r.pattern.matches(&call.tool)
-        }) {
+        if let Some(rule) = self.rule_for(call) {
             for k in &rule.raw.ignore {
                 if let Some(v) = call.input.get(k) {
                     out.insert(k.clone(), v.clone());

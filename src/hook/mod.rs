@@ -300,6 +300,19 @@ fn claude_like(decision: &str, reason: &str, updated: Option<&Map<String, Value>
     Answer::json(json!({ "hookSpecificOutput": out }))
 }
 
+/// A call that does not run now, told in `agent`'s protocol: `deny` for
+/// every agent, or (Claude Code only) `defer`.
+fn refusal(agent: Agent, claude_decision: &str, text: &str) -> Answer {
+    match agent {
+        Agent::ClaudeCode => claude_like(claude_decision, text, None),
+        Agent::Codex => claude_like("deny", text, None),
+        Agent::Gemini => Answer::json(json!({"decision": "deny", "reason": text})),
+        Agent::Cursor => {
+            Answer::json(json!({"permission": "deny", "user_message": text, "agent_message": text}))
+        }
+    }
+}
+
 /// The verdict in `agent`'s protocol. `headless`: Claude Code runs with
 /// `-p`, where `defer` pauses the session for an out-of-band approval.
 pub fn answer(agent: Agent, verdict: &Verdict, headless: bool) -> Answer {
@@ -309,48 +322,30 @@ pub fn answer(agent: Agent, verdict: &Verdict, headless: bool) -> Answer {
     match verdict {
         Verdict::Block { reason } => {
             let text = format!("gavel: blocked: {reason}");
-            match agent {
-                // Cursor reads stdout even on failure paths; say deny in
-                // both places and exit 2.
-                Agent::Cursor => Answer {
-                    stdout: format!(
-                        "{}\n",
-                        json!({"permission": "deny", "user_message": text, "agent_message": text})
-                    ),
-                    stderr: format!("{text}\n"),
-                    exit: 2,
-                },
-                _ => Answer {
-                    stdout: String::new(),
-                    stderr: format!("{text}\n"),
-                    exit: 2,
-                },
+            // Cursor reads stdout even on failure paths: a deny there too.
+            let stdout = match agent {
+                Agent::Cursor => refusal(agent, "deny", &text).stdout,
+                _ => String::new(),
+            };
+            Answer {
+                stdout,
+                stderr: format!("{text}\n"),
+                exit: 2,
             }
         }
-        Verdict::Deny { job_id, reason } => {
-            let text = format!("gavel: denied ({reason}); job {job_id}");
-            match agent {
-                Agent::ClaudeCode | Agent::Codex => claude_like("deny", &text, None),
-                Agent::Gemini => Answer::json(json!({"decision": "deny", "reason": text})),
-                Agent::Cursor => Answer::json(
-                    json!({"permission": "deny", "user_message": text, "agent_message": text}),
-                ),
-            }
-        }
+        Verdict::Deny { job_id, reason } => refusal(
+            agent,
+            "deny",
+            &format!("gavel: denied ({reason}); job {job_id}"),
+        ),
         Verdict::Pending {
             job_id,
             url,
             reason,
         } => {
             let text = pending_text(job_id, url, reason);
-            match agent {
-                Agent::ClaudeCode if headless => claude_like("defer", &text, None),
-                Agent::ClaudeCode | Agent::Codex => claude_like("deny", &text, None),
-                Agent::Gemini => Answer::json(json!({"decision": "deny", "reason": text})),
-                Agent::Cursor => Answer::json(
-                    json!({"permission": "deny", "user_message": text, "agent_message": text}),
-                ),
-            }
+            let decision = if headless { "defer" } else { "deny" };
+            refusal(agent, decision, &text)
         }
         Verdict::Allow {
             input,
