@@ -49,6 +49,12 @@ def refuse_unless_runnable(d: Decision) -> None:
         raise GavelError(d.state.upper(), f"job {d.job_id} is {d.state}; it will not run", "", "FAILED_PRECONDITION")
 
 
+def _refuse_unless_bindable(d: Decision) -> None:
+    refuse_unless_runnable(d)
+    if d.state == "pending":
+        raise GavelError("PENDING", f"job {d.job_id} is still waiting for approval", "", "FAILED_PRECONDITION")
+
+
 def job_id_for(prefix: str, call_id: str) -> str:
     """A gavel job id for a framework's tool call id: ``<prefix>-<call id>``
     when that is a valid job id, else ``<prefix>-<sha256 of it>``."""
@@ -105,14 +111,13 @@ class guard:  # noqa: N801 - used as a decorator, like functools.wraps
         decided before (with these params), else a new one."""
         return self.agent.decide(self.job(params, job_id))
 
-    def bind_approved(self, params: dict, job_id: str) -> Bound:
+    def bind_approved(self, params: dict, job_id: str, decision: Decision | None = None) -> Bound:
         """Binds an allowed or approved job with exactly ``params``: changed
         params are refused with ``HASH_MISMATCH``, a job still waiting with
-        ``PENDING``, every other state with its reason."""
-        d = self.agent.get(job_id)
-        refuse_unless_runnable(d)
-        if d.state == "pending":
-            raise GavelError("PENDING", f"job {job_id} is still waiting for approval", "", "FAILED_PRECONDITION")
+        ``PENDING``, every other state with its reason. ``decision``: the job
+        as just read, to save reading it again."""
+        d = decision or self.agent.get(job_id)
+        _refuse_unless_bindable(d)
         return self.executor.bind(job_id, self.job(params, job_id), d.policy_snapshot)
 
     def run_bound(self, bound: Bound, fn: Callable[..., Any], *args: Any) -> Any:
@@ -129,12 +134,10 @@ class guard:  # noqa: N801 - used as a decorator, like functools.wraps
         """:meth:`decided` for :class:`AsyncGavel` clients."""
         return await self.agent.decide(self.job(params, job_id))
 
-    async def abind_approved(self, params: dict, job_id: str) -> Bound:
+    async def abind_approved(self, params: dict, job_id: str, decision: Decision | None = None) -> Bound:
         """:meth:`bind_approved` for :class:`AsyncGavel` clients."""
-        d = await self.agent.get(job_id)
-        refuse_unless_runnable(d)
-        if d.state == "pending":
-            raise GavelError("PENDING", f"job {job_id} is still waiting for approval", "", "FAILED_PRECONDITION")
+        d = decision or await self.agent.get(job_id)
+        _refuse_unless_bindable(d)
         return await self.executor.bind(job_id, self.job(params, job_id), d.policy_snapshot)
 
     async def arun_bound(self, bound: Bound, fn: Callable[..., Any], *args: Any) -> Any:

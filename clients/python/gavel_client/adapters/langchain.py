@@ -100,7 +100,7 @@ class GavelMiddleware(_Base):
                 if d.state == "pending":
                     d = g.agent.wait(job_id, g.timeout)
                 refuse_unless_runnable(d)
-            bound = g.bind_approved(params, job_id)
+            bound = g.bind_approved(params, job_id, d)
         except GavelError as e:
             return _refusal(call, f"gavel refused this call ({e.reason}): {e.message}")
         run = request.override(tool_call={**call, "args": bound.params})

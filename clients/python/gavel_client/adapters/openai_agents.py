@@ -82,12 +82,12 @@ class GavelGate(guard):
                 params = json.loads(ctx.tool_arguments or "{}")
                 job_id = self.job_id(ctx.tool_call_id)
                 try:
-                    await self.agent.get(job_id)
+                    bound = await self.abind_approved(params, job_id)
                 except GavelError as e:
                     if e.reason != "NOT_FOUND":
                         raise
-                    await self.adecided(params, job_id)
-                bound = await self.abind_approved(params, job_id)
+                    # needs_approval did not run for this call: decide now.
+                    bound = await self.abind_approved(params, job_id, await self.adecided(params, job_id))
             except GavelError as e:
                 return ToolGuardrailFunctionOutput.reject_content(
                     f"gavel refused this call ({e.reason}): {e.message}", output_info={"reason": e.reason}

@@ -67,7 +67,7 @@ def gated(g: guard) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     if d.state == "pending":
                         d = await g.agent.wait(job_id, g.timeout)
                     refuse_unless_runnable(d)
-                bound = await g.abind_approved(params, job_id)
+                bound = await g.abind_approved(params, job_id, d)
             except GavelError as e:
                 return f"gavel refused this call ({e.reason}): {e.message}"
             return await g.arun_bound(bound, fn, ctx)
