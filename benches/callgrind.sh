@@ -16,22 +16,9 @@ OPS=${2:-600}
 G=${GAVEL:-$PWD/target/release/gavel}
 OUT=$PWD/target/callgrind
 mkdir -p "$OUT"
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ln -s "$PWD/policies" "$WORK/policies"
-env -C "$WORK" valgrind --tool=callgrind --callgrind-out-file="$OUT/$SC.out" \
-  "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/err" &
-PID=$!
-for _ in $(seq 1 600); do grep -q "gavel listening" "$WORK/out" 2>/dev/null && break; sleep 0.2; done
-ADDR=$(sed -n 's/^gavel listening on \([^ ]*\).*/\1/p' "$WORK/out")
-[ -n "$ADDR" ] || { echo "the server did not start:"; cat "$WORK/err"; exit 1; }
-"$G" bench run --scenario "$SC" --server "http://$ADDR" --identities "$WORK/data/dev-identities.json" \
+. benches/dev-server.sh
+start_dev_server valgrind --tool=callgrind --callgrind-out-file="$OUT/$SC.out"
+"$G" bench run --scenario "$SC" --server "http://$GRPC" --identities "$WORK/data/dev-identities.json" \
   --duration 600 --warmup 0 --concurrency 16 --max-operations "$OPS" --output json > "$WORK/bench.json"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
 python3 -c "import json; r=json.load(open('$WORK/bench.json')); print(f\"{r['operations']} operations of $SC, {r['errors']} errors\")"

@@ -15,23 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${1:-200}
 G=$PWD/target/release/gavel
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ln -sfn "$PWD/policies" "$WORK/policies"
-env -C "$WORK" taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  > "$WORK/out.txt" 2> "$WORK/err.txt" &
-PID=$!
-for _ in $(seq 1 300); do grep -q "gavel listening on" "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-GRPC=$(sed -n 's/^gavel listening on \([^ ]*\) (gRPC).*/\1/p' "$WORK/out.txt")
-[ -n "$GRPC" ] || { cat "$WORK/err.txt"; exit 1; }
-token() { python3 -c "import json;print([i['token'] for i in json.load(open('$WORK/data/dev-identities.json'))['identities'] if i['name']=='$1'][0])"; }
-export GAVEL_SERVER="http://$GRPC" GAVEL_TOKEN=$(token dev-agent) GAVEL_EXECUTOR_TOKEN=$(token dev-executor)
+. benches/dev-server.sh
+start_dev_server taskset -c 0
+export GAVEL_SERVER="http://$GRPC" GAVEL_TOKEN=$(dev_token dev-agent) GAVEL_EXECUTOR_TOKEN=$(dev_token dev-executor)
 
 measure() { # name tool input expected-decision
   local times="$WORK/$1.ms"

@@ -12,23 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 G=$PWD/target/release/gavel
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ln -sfn "$PWD/policies" "$WORK/policies"
-env -C "$WORK" taskset -c 0 "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  > "$WORK/out.txt" 2> "$WORK/err.txt" &
-PID=$!
-for _ in $(seq 1 300); do grep -q "gavel listening on" "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-GRPC=$(sed -n 's/^gavel listening on \([^ ]*\) (gRPC) and \([^ ]*\) (HTTP).*/\1/p' "$WORK/out.txt")
-HTTP=$(sed -n 's/^gavel listening on \([^ ]*\) (gRPC) and \([^ ]*\) (HTTP).*/\2/p' "$WORK/out.txt")
-[ -n "$HTTP" ] || { cat "$WORK/err.txt"; exit 1; }
-TOKEN=$(python3 -c "import json;print([i['token'] for i in json.load(open('$WORK/data/dev-identities.json'))['identities'] if i['name']=='dev-agent'][0])")
+. benches/dev-server.sh
+start_dev_server taskset -c 0
+TOKEN=$(dev_token dev-agent)
 
 echo "== gRPC decide-allow"
 taskset -c 1 "$G" bench run --scenario decide-allow --server "http://$GRPC" \
