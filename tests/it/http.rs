@@ -374,6 +374,31 @@ async fn every_malformed_request_gets_a_located_4xx_in_one_shape() {
         assert_eq!(e["error"]["field"], field, "{what}: {e}");
         assert!(!e["error"]["message"].as_str().unwrap().is_empty());
     }
+    // A body left unread closes its connection, and the answer says so,
+    // so no client sends its next request down a connection being dropped.
+    let connection = |big: bool| {
+        let body = if big {
+            vec![b' '; 2 * 1024 * 1024]
+        } else {
+            b"{\"reason\":5}".to_vec()
+        };
+        h.client
+            .post(format!("{}/api/v1/approvals/m-1/approve", h.base))
+            .bearer_auth(token("alice"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = connection(true).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(resp.headers()["connection"], "close");
+    let resp = connection(false).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_ne!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+
     // Nothing of those landed.
     let (_, j) = h.get("/api/v1/jobs/m-1", "alice").await;
     assert_eq!(j["job"]["state"], "PENDING");

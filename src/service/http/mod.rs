@@ -112,6 +112,61 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
             HeaderValue::from_static("no-store"),
         ),
     )
+    .layer(axum::middleware::from_fn(close_if_body_unread))
+}
+
+/// Answers with `Connection: close` when the handler left part of the
+/// request body unread (a body over the limit, or one refused before it
+/// was read). The server drops such a connection after the response;
+/// saying so keeps a client from sending its next request down it.
+async fn close_if_body_unread(req: Request, next: axum::middleware::Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(Watched {
+        inner: body,
+        finished: finished.clone(),
+    });
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if !finished.load(std::sync::atomic::Ordering::Acquire) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A request body that records when it has been read to its end.
+struct Watched {
+    inner: axum::body::Body,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets
