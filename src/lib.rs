@@ -18,6 +18,7 @@ pub mod engine;
 pub mod hook;
 pub mod identity;
 pub mod job;
+pub mod mcp;
 pub mod notify;
 pub mod policy;
 pub mod receipt;

@@ -7,27 +7,18 @@
 //! unreachable server, timeout, a refusal, even a panic) ends in the
 //! agent's blocking answer and exit code 2, never in its "run anyway".
 
-use super::client::{Conn, bearer_header, reason_of, refused};
+use super::client::Conn;
+use super::gate::{Gate, Outcome};
 use crate::hook::{self, Agent, Mapping, Verdict};
 use crate::job::{Job, Limits};
-use crate::proto::v1 as pb;
-use crate::proto::v1::decision_service_client::DecisionServiceClient;
-use crate::service::convert;
 use clap::Args;
-use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
 
 /// The largest hook payload read from stdin.
 const MAX_PAYLOAD: u64 = 4 * 1024 * 1024;
-
-/// Identical calls in one session get job ids `base`, `base.1`, …; past
-/// this many the call is blocked rather than searched further.
-const MAX_GENERATIONS: u32 = 1000;
 
 #[derive(Args, Debug)]
 pub struct HookArgs {
@@ -156,12 +147,6 @@ async fn decide_with_deadline(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Verd
     }
 }
 
-fn with_token<T>(msg: T, header: &MetadataValue<Ascii>) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert("authorization", header.clone());
-    req
-}
-
 async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, String> {
     let call = hook::parse(a.agent, payload).map_err(|e| e.0)?;
     let mapping = match &a.map {
@@ -174,118 +159,54 @@ async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, St
     let job = Job::from_json_value(mapping.job(&call).map_err(|e| e.0)?, &Limits::default())
         .map_err(|e| format!("the tool call does not make a valid job: {e}"))?;
     let hash = job.hash();
-    let canonical = job.canonical_json();
-
-    let agent_token = conn
-        .token
-        .as_deref()
-        .ok_or("no token: pass --token or set GAVEL_TOKEN")?;
-    let agent_header = bearer_header(agent_token).map_err(|e| e.0)?;
-    let executor_header =
-        bearer_header(a.executor_token.as_deref().unwrap_or(agent_token)).map_err(|e| e.0)?;
-    let channel = Channel::from_shared(conn.server.clone())
-        .map_err(|e| format!("--server `{}`: {e}", conn.server))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach gavel at {}: {e}", conn.server))?;
-    let mut client = DecisionServiceClient::new(channel).max_decoding_message_size(64 << 20);
-
-    for generation in 0..MAX_GENERATIONS {
-        let job_id = hook::job_id(a.agent, &call.session, hash.as_str(), generation);
-        let wire = convert::job_from_canonical(&job_id, &canonical);
-        let d = client
-            .decide(with_token(
-                pb::DecideRequest {
-                    job: Some(wire.clone()),
-                },
-                &agent_header,
-            ))
-            .await
-            .map_err(|s| refused(s).0)?
-            .into_inner();
-        if d.decision == pb::Decision::Deny as i32 {
-            return Ok(Verdict::Deny {
-                job_id,
-                reason: format!("rule `{}`: {}", d.primary_rule, d.reason),
-            });
-        }
-        match pb::JobState::try_from(d.state) {
-            Ok(pb::JobState::Pending) => {
-                let base = a.page_url.trim_end_matches('/');
-                return Ok(Verdict::Pending {
-                    url: format!("{base}/jobs/{job_id}"),
-                    reason: format!("rule `{}`: {}", d.primary_rule, d.reason),
-                    job_id,
-                });
-            }
-            Ok(pb::JobState::Allowed | pb::JobState::Approved) => {
-                let bound = client
-                    .bind(with_token(
-                        pb::BindRequest {
-                            job_id: job_id.clone(),
-                            content: Some(pb::bind_request::Content::Job(wire)),
-                            policy_snapshot: d.policy_snapshot.clone(),
-                        },
-                        &executor_header,
-                    ))
-                    .await;
-                match bound {
-                    Ok(b) => {
-                        let b = b.into_inner();
-                        let bound_job: Value = serde_json::from_str(&b.canonical_job)
-                            .map_err(|e| format!("Bind returned a job that is not JSON: {e}"))?;
-                        let params = bound_job
-                            .get("params")
-                            .and_then(Value::as_object)
-                            .ok_or("Bind returned a job without params")?;
-                        return Ok(Verdict::Allow {
-                            input: mapping.input_to_run(&call, params),
-                            job_id,
-                            bind_id: b.bind_id,
-                            rule: d.primary_rule,
-                        });
-                    }
-                    // Another run of the same call won the bind: that one
-                    // runs; this one is a new job.
-                    Err(s) if reason_of(&s) == Some("ALREADY_BOUND") => continue,
-                    Err(s) => return Err(refused(s).0),
-                }
-            }
-            Ok(pb::JobState::Rejected) => {
-                let rec = client
-                    .get_job(with_token(
-                        pb::GetJobRequest {
-                            job_id: job_id.clone(),
-                        },
-                        &agent_header,
-                    ))
-                    .await
-                    .map_err(|s| refused(s).0)?
-                    .into_inner()
-                    .job
-                    .unwrap_or_default();
-                return Ok(Verdict::Deny {
-                    job_id,
-                    reason: format!("rejected by {}: {}", rec.resolved_by, rec.resolved_comment),
-                });
-            }
-            // Run already, or no longer waiting: an identical call is a new job.
-            Ok(
-                pb::JobState::Bound
-                | pb::JobState::Succeeded
-                | pb::JobState::Failed
-                | pb::JobState::Expired
-                | pb::JobState::Cancelled,
-            ) => continue,
-            _ => {
-                return Err(format!(
-                    "gavel answered job {job_id} with an unexpected state ({})",
-                    d.state
-                ));
-            }
-        }
-    }
-    Err(format!(
-        "this exact call already ran {MAX_GENERATIONS} times in this session"
-    ))
+    let gate = Gate::connect(
+        &conn.server,
+        conn.token.as_deref(),
+        a.executor_token.as_deref(),
+    )
+    .await?;
+    let outcome = gate
+        .run(&job, |generation| {
+            hook::job_id(a.agent, &call.session, hash.as_str(), generation)
+        })
+        .await?;
+    Ok(match outcome {
+        Outcome::Deny {
+            job_id,
+            rule,
+            reason,
+        } => Verdict::Deny {
+            job_id,
+            reason: format!("rule `{rule}`: {reason}"),
+        },
+        Outcome::Pending {
+            job_id,
+            rule,
+            reason,
+        } => Verdict::Pending {
+            url: format!("{}/jobs/{job_id}", a.page_url.trim_end_matches('/')),
+            reason: format!("rule `{rule}`: {reason}"),
+            job_id,
+        },
+        Outcome::Rejected {
+            job_id,
+            by,
+            comment,
+        } => Verdict::Deny {
+            job_id,
+            reason: format!("rejected by {by}: {comment}"),
+        },
+        Outcome::Bound {
+            job_id,
+            bind_id,
+            rule,
+            params,
+            ..
+        } => Verdict::Allow {
+            input: mapping.input_to_run(&call, &params),
+            job_id,
+            bind_id,
+            rule,
+        },
+    })
 }

@@ -23,8 +23,10 @@ macro_rules! say_raw {
 
 mod bench;
 mod client;
+mod gate;
 mod hook;
 mod job;
+mod mcp_proxy;
 mod policy;
 mod serve;
 
@@ -126,6 +128,9 @@ enum Command {
     /// decides (and binds) the tool call, answers in the agent's protocol;
     /// blocks on any failure.
     Hook(hook::HookArgs),
+    /// An MCP proxy: every `tools/call` to the upstream server is decided,
+    /// approved when required and bound before it is forwarded.
+    McpProxy(mcp_proxy::McpProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -223,6 +228,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
         Command::Bench(cmd) => bench::run(cmd, o, &conn.server).await,
         Command::Hook(a) => Ok(hook::answer_call(conn, a).await),
+        Command::McpProxy(a) => mcp_proxy::run(conn, a).await,
         Command::Keys { key_file } => {
             if !key_file.exists() {
                 return Err(CliError(format!(

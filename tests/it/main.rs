@@ -9,6 +9,7 @@ mod hooks;
 mod http;
 mod jcs;
 mod matchers;
+mod mcp;
 mod notify;
 mod openapi;
 mod pg;
