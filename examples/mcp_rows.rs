@@ -164,11 +164,11 @@ async fn main() -> Result<(), String> {
     };
     match listen {
         None => {
-            let running = rows
-                .serve(rmcp::transport::stdio())
-                .await
-                .map_err(|e| e.to_string())?;
-            running.waiting().await.map_err(|e| e.to_string())?;
+            // A client of the stateless revision may end the stream without
+            // ever sending `initialize`: that is a normal end, not an error.
+            if let Ok(running) = rows.serve(rmcp::transport::stdio()).await {
+                running.waiting().await.map_err(|e| e.to_string())?;
+            }
         }
         Some(addr) => {
             use rmcp::transport::streamable_http_server::{

@@ -13,6 +13,7 @@ use crate::job::{Job, Limits};
 use crate::mcp::{self, Mapping};
 use crate::proto::v1 as pb;
 use clap::Args;
+use rmcp::ClientServiceExt;
 #[allow(deprecated)]
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
@@ -183,7 +184,7 @@ async fn connect_upstream(
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()),
             );
             handler
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle())
                 .await
                 .map_err(|e| format!("cannot connect to the upstream server at {url}: {e}"))
         }
@@ -195,7 +196,7 @@ async fn connect_upstream(
                 .spawn()
                 .map_err(|e| format!("cannot start the upstream server `{program}`: {e}"))?;
             handler
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle())
                 .await
                 .map_err(|e| format!("cannot start an MCP session with `{program}`: {e}"))
         }
@@ -206,6 +207,15 @@ async fn connect_upstream(
             "no upstream server: give --upstream-url URL or a command after -- (gavel mcp-proxy --name db -- my-server --flag)"
                 .into(),
         ),
+    }
+}
+
+/// Upstream: the stateless 2026-07-28 revision (`server/discover`) when the
+/// server speaks it, else the `initialize` handshake.
+fn lifecycle() -> rmcp::ClientLifecycleMode {
+    rmcp::ClientLifecycleMode::Auto {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        legacy_version: None,
     }
 }
 

@@ -8,11 +8,12 @@ use crate::helpers::{Spawn, TestApp, job_of, spawn_with, token};
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, GetTaskParams,
-    Implementation, ReadResourceRequestParams, TaskPayload, TaskStatus,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
+    GetTaskParams, Implementation, NumberOrString, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, ReadResourceRequestParams, RequestMetaObject, TaskPayload, TaskStatus,
 };
-use rmcp::service::RunningService;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -416,25 +417,32 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
     blind.cancel().await.unwrap();
 }
 
-/// Finds the pending job of `topic` in alice's queue.
-async fn pending_job(app: &TestApp, topic: &str, skip: &[String]) -> String {
-    let mut alice = app.as_("alice").await;
-    loop {
-        let list = alice
-            .approval
-            .list_approvals(pb::ListApprovalsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        let found = list
-            .items
-            .iter()
-            .filter_map(|r| r.job.as_ref())
-            .find(|job| job.topic == topic && !skip.contains(&job.job_id));
-        if let Some(job) = found {
-            return job.job_id.clone();
-        }
-        tokio::task::yield_now().await;
+/// The one pending job of `topic` in alice's queue.
+async fn pending_job(app: &TestApp, topic: &str) -> String {
+    let list = app
+        .as_("alice")
+        .await
+        .approval
+        .list_approvals(pb::ListApprovalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pending = list
+        .items
+        .iter()
+        .filter_map(|r| r.job.as_ref())
+        .filter(|job| job.topic == topic);
+    let job = pending.next().expect("a pending job");
+    assert!(pending.next().is_none(), "one pending job of {topic}");
+    job.job_id.clone()
+}
+
+/// A client that passes on the messages of the progress it is sent.
+struct Progress(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl ClientHandler for Progress {
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        let _ = self.0.send(p.message.unwrap_or_default());
     }
 }
 
@@ -459,22 +467,21 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         .args(["--listen", "127.0.0.1:0", "--upstream-url", &upstream]);
     let (_proxy, url) = spawn_listening(proxy, true, "gavel mcp-proxy listening on ").await;
 
-    let connect = |tasks: bool| {
-        let url = url.clone();
-        async move {
-            let caps = if tasks {
-                ClientCapabilities::builder().enable_tasks().build()
-            } else {
-                ClientCapabilities::default()
-            };
-            let info = rmcp::model::ClientConfig::new(caps, Implementation::new("test", "1"));
-            let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
-            info.serve(transport).await.expect("MCP session over HTTP")
-        }
-    };
+    // A client of the 2025-11-25 revision (initialize), without tasks,
+    // that follows progress.
+    let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let plain = Progress(tx)
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            url.clone(),
+        ))
+        .await
+        .expect("MCP session over HTTP");
+    assert_eq!(
+        plain.peer().peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2025_11_25
+    );
 
     // A read passes at once.
-    let plain = connect(false).await;
     let r = plain
         .call_tool(call("read_rows", json!({"table": "users"})))
         .await
@@ -482,18 +489,24 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     assert_eq!(received(&record).len(), 1);
 
-    // A client without tasks: the call is held while two people approve
-    // through the CLI, then runs with exactly the approved arguments.
+    // The delete is held: the client hears "waiting for approval of job …"
+    // as progress while two people approve through the CLI; then it runs
+    // with exactly the approved arguments.
     let held = json!({"table": "users", "where": {"id": 9}});
-    let waiting = tokio::spawn({
-        let held = held.clone();
-        async move {
-            let r = plain.call_tool(call("delete_rows", held)).await;
-            (plain, r)
-        }
+    let mut req = call("delete_rows", held.clone());
+    req.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("held-1".into()),
+    )));
+    let waiting = tokio::spawn(async move {
+        let r = plain.peer().call_tool(req).await;
+        (plain, r)
     });
-    let id = pending_job(&app, "mcp.rows.delete_rows", &[]).await;
-    assert_eq!(id, expected_id("delete_rows", held.clone(), 0));
+    let id = expected_id("delete_rows", held.clone(), 0);
+    let said = progress.recv().await.unwrap();
+    assert!(
+        said.contains(&format!("waiting for approval of job {id}")),
+        "{said}"
+    );
     assert_eq!(received(&record).len(), 1);
     cli(&app, "approve", "alice", &id, "ok").await;
     cli(&app, "approve", "bob", &id, "ok").await;
@@ -508,7 +521,25 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
 
     // A client with the Tasks extension gets a task at once; it completes
     // once approved, with the upstream's result.
-    let tasked = connect(true).await;
+    // A client of the stateless 2026-07-28 revision (server/discover) with
+    // the Tasks extension.
+    let info = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("test", "1"),
+    );
+    let tasked = info
+        .serve_with_lifecycle(
+            rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone()),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("stateless MCP session over HTTP");
+    assert_eq!(
+        tasked.peer().peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2026_07_28
+    );
     let approved = json!({"table": "users", "where": {"id": 10}});
     let created = match tasked
         .peer()
@@ -520,8 +551,8 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         other => panic!("expected a task, got {other:?}"),
     };
     let task_id = created.task.task_id.clone();
-    let id = pending_job(&app, "mcp.rows.delete_rows", &[]).await;
-    assert_eq!(id, expected_id("delete_rows", approved.clone(), 0));
+    let id = expected_id("delete_rows", approved.clone(), 0);
+    assert_eq!(pending_job(&app, "mcp.rows.delete_rows").await, id);
     cli(&app, "approve", "alice", &id, "ok").await;
     cli(&app, "approve", "carol", &id, "ok").await;
     let done = poll_task(&tasked, &task_id).await;
@@ -549,7 +580,7 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         other => panic!("expected a task, got {other:?}"),
     };
     let id = expected_id("delete_rows", refused, 0);
-    pending_job(&app, "mcp.rows.delete_rows", &[]).await;
+    assert_eq!(pending_job(&app, "mcp.rows.delete_rows").await, id);
     cli(&app, "reject", "bob", &id, "no").await;
     let done = poll_task(&tasked, &created.task.task_id).await;
     match done {
