@@ -1,8 +1,11 @@
 //! A small MCP server to put `gavel mcp-proxy` in front of: tools over a
-//! pretend table (`read_rows`, `delete_rows`, `drop_table`), one resource
-//! and one prompt. Every tool call it receives is appended to the record
-//! file as one JSON line (`{"tool":…, "arguments":…}`), so a test can see
-//! exactly what reached it.
+//! pretend table (`read_rows`, `delete_rows`, `drop_table`, and
+//! `stall_rows`, which never finishes unless cancelled), one resource and
+//! one prompt. Every tool call it receives is appended to the record file
+//! as one JSON line (`{"tool":…, "arguments":…}`, plus `"constraints"` when
+//! gavel's constraints came along in `_meta`), so a test can see exactly
+//! what reached it. A call with a progress token gets one progress
+//! notification.
 //!
 //! ```text
 //! mcp_rows --record calls.jsonl                         # stdio
@@ -12,8 +15,8 @@
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, Tool,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -37,9 +40,13 @@ fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, McpError> {
 }
 
 impl Rows {
-    fn record(&self, tool: &str, arguments: &Value) -> Result<(), McpError> {
+    fn record(&self, tool: &str, arguments: &Value, meta: &Value) -> Result<(), McpError> {
         let path = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        let line = json!({"tool": tool, "arguments": arguments}).to_string();
+        let mut line = json!({"tool": tool, "arguments": arguments});
+        if let Some(c) = meta.get("dev.gavel/constraints") {
+            line["constraints"] = c.clone();
+        }
+        let line = line.to_string();
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,17 +83,29 @@ impl ServerHandler for Rows {
                 "Delete the rows matching `where`",
                 schema(filter),
             ),
-            Tool::new("drop_table", "Drop a whole table", schema(table)),
+            Tool::new("drop_table", "Drop a whole table", schema(table.clone())),
+            Tool::new("stall_rows", "Wait until cancelled", schema(table)),
         ]))
     }
 
     async fn call_tool(
         &self,
         req: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(req.arguments.clone().unwrap_or_default());
+        let meta = serde_json::to_value(&ctx.meta).unwrap_or(Value::Null);
+        if let Some(token) = ctx.meta.get_progress_token() {
+            let mut p = ProgressNotificationParam::new(token, 1.0);
+            p.message = Some(format!("{} started", req.name));
+            let _ = ctx.peer.notify_progress(p).await;
+        }
         let text = match req.name.as_ref() {
+            "stall_rows" => {
+                self.record(&req.name, &args, &meta)?;
+                ctx.ct.cancelled().await;
+                return Err(McpError::internal_error("cancelled", None));
+            }
             "read_rows" => "1 row: {\"id\": 1, \"name\": \"ada\"}".to_owned(),
             "delete_rows" => format!("deleted the rows matching {}", args["where"]),
             "drop_table" => format!("dropped {}", args["table"]),
@@ -96,7 +115,7 @@ impl ServerHandler for Rows {
                 ])));
             }
         };
-        self.record(&req.name, &args)?;
+        self.record(&req.name, &args, &meta)?;
         Ok(CallToolResponse::Complete(CallToolResult::success(vec![
             ContentBlock::text(text),
         ])))

@@ -16,21 +16,24 @@ use clap::Args;
 use rmcp::ClientServiceExt;
 #[allow(deprecated)]
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-    CompleteRequestParams, CompleteResult, ContentBlock, CreateTaskResult, GetPromptRequestParams,
-    GetPromptResponse, GetTaskParams, GetTaskResult, JsonObject, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, RequestMetaObject,
-    ResourceUpdatedNotificationParam, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
-    TASKS_EXTENSION_ID, UnsubscribeRequestParams,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CancelledNotificationParam, ClientRequest, CompleteRequestParams, CompleteResult, ContentBlock,
+    CreateTaskResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+    JsonObject, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
+    RequestMetaObject, ResourceUpdatedNotificationParam, ServerConfig, ServerResult,
+    SetLevelRequestParams, SubscribeRequestParams, TASKS_EXTENSION_ID, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RunningService, ServiceError};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RunningService, ServiceError,
+};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::{
     ClientHandler, ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt,
 };
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,7 +140,8 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
     .map_err(err)?;
 
     let downstream = Downstream::default();
-    let upstream = connect_upstream(&a, downstream.clone())
+    let progress = Relay::default();
+    let upstream = connect_upstream(&a, downstream.clone(), progress.clone())
         .await
         .map_err(err)?;
     let peer_info = upstream
@@ -157,6 +161,7 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
         info,
         tasks: TaskManager::new(),
         downstream,
+        progress,
     }));
 
     let result = match a.listen {
@@ -171,8 +176,12 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
 async fn connect_upstream(
     a: &McpProxyArgs,
     downstream: Downstream,
+    progress: Relay,
 ) -> Result<RunningService<RoleClient, Upstream>, String> {
-    let handler = Upstream { downstream };
+    let handler = Upstream {
+        downstream,
+        progress,
+    };
     match (&a.upstream_url, a.command.split_first()) {
         (Some(url), None) => {
             use rmcp::transport::StreamableHttpClientTransport;
@@ -274,21 +283,48 @@ impl Downstream {
     }
 }
 
-/// The client side: relays the upstream server's notifications to every
-/// connected agent.
+/// Which agent's request each upstream call in flight serves: the proxy's
+/// progress token upstream → the agent and the agent's own token.
+#[derive(Clone, Default)]
+struct Relay(Arc<Mutex<HashMap<ProgressToken, Recipient>>>);
+
+/// An agent and its progress token for one call.
+type Recipient = (Peer<RoleServer>, ProgressToken);
+
+impl Relay {
+    fn insert(&self, upstream: ProgressToken, peer: Peer<RoleServer>, theirs: ProgressToken) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(upstream, (peer, theirs));
+    }
+
+    fn remove(&self, upstream: &ProgressToken) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(upstream);
+    }
+
+    fn get(&self, upstream: &ProgressToken) -> Option<Recipient> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(upstream).cloned()
+    }
+}
+
+/// The client side: relays progress to the agent whose call it is about,
+/// and the upstream server's other notifications to every connected agent.
 struct Upstream {
     downstream: Downstream,
+    progress: Relay,
 }
 
 #[allow(deprecated)]
 impl ClientHandler for Upstream {
     async fn on_progress(
         &self,
-        params: ProgressNotificationParam,
+        mut params: ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        for p in self.downstream.peers() {
-            let _ = p.notify_progress(params.clone()).await;
+        if let Some((peer, theirs)) = self.progress.get(&params.progress_token) {
+            params.progress_token = theirs;
+            let _ = peer.notify_progress(params).await;
         }
     }
 
@@ -342,6 +378,7 @@ struct Shared {
     info: ServerConfig,
     tasks: TaskManager,
     downstream: Downstream,
+    progress: Relay,
 }
 
 #[derive(Clone)]
@@ -366,6 +403,22 @@ fn forwarded_meta(meta: Option<RequestMetaObject>) -> Option<RequestMetaObject> 
         .0
         .retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
     (!meta.0.0.is_empty()).then_some(meta)
+}
+
+/// The `_meta` key the decision's constraints travel under to the upstream
+/// server, for a server that can apply them.
+const CONSTRAINTS_META: &str = "dev.gavel/constraints";
+
+/// How long a task is kept: approvals may take hours, so longer than the
+/// SDK's five-minute default. The job's own expiry ends the wait sooner.
+const TASK_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// A bound call, ready to forward.
+struct Bound {
+    job_id: String,
+    bind_id: String,
+    params: Map<String, Value>,
+    constraints: Map<String, Value>,
 }
 
 /// Where a job stands after waiting for it.
@@ -445,7 +498,12 @@ impl Proxy {
     }
 
     /// Answers an outcome: forwards a bound call, or says why it did not run.
-    async fn finish(&self, outcome: Outcome, req: &CallToolRequestParams) -> CallToolResult {
+    async fn finish(
+        &self,
+        outcome: Outcome,
+        req: &CallToolRequestParams,
+        via: Option<&RequestContext<RoleServer>>,
+    ) -> CallToolResult {
         match outcome {
             Outcome::Deny {
                 job_id,
@@ -466,25 +524,100 @@ impl Proxy {
                 job_id,
                 bind_id,
                 params,
+                constraints,
                 ..
-            } => self.forward(&job_id, &bind_id, params, req).await,
+            } => {
+                let bound = Bound {
+                    job_id,
+                    bind_id,
+                    params,
+                    constraints,
+                };
+                self.forward(bound, req, via).await
+            }
         }
     }
 
     /// Sends the bound call upstream with Bind's canonical arguments and
-    /// reports how it ended.
+    /// reports how it ended. The decision's `max_runtime_sec` bounds the
+    /// call (then it is cancelled upstream); the agent's progress token is
+    /// relayed; an agent that cancels cancels the upstream call.
     async fn forward(
         &self,
-        job_id: &str,
-        bind_id: &str,
-        params: Map<String, Value>,
+        bound: Bound,
         req: &CallToolRequestParams,
+        via: Option<&RequestContext<RoleServer>>,
     ) -> CallToolResult {
-        let mut call = CallToolRequestParams::new(req.name.clone()).with_arguments(params);
-        call.meta = forwarded_meta(req.meta.clone());
-        let answer = self.0.upstream.call_tool_once(call).await;
+        let Bound {
+            job_id,
+            bind_id,
+            params,
+            constraints,
+        } = bound;
+        let call = CallToolRequestParams::new(req.name.clone()).with_arguments(params);
+        let mut meta = forwarded_meta(via.map(|c| c.meta.clone())).unwrap_or_default();
+        if !constraints.is_empty() {
+            meta.0.0.insert(
+                CONSTRAINTS_META.to_owned(),
+                Value::Object(constraints.clone()),
+            );
+        }
+
+        let max_runtime = constraints
+            .get("max_runtime_sec")
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(7.0 * 24.0 * 3600.0)));
+        // The SDK carries `_meta` in the options (it sets its own progress
+        // token there, which the relay maps back to the agent's).
+        let mut options = PeerRequestOptions::no_options();
+        options.timeout = max_runtime;
+        options.meta = (!meta.0.0.is_empty()).then_some(meta);
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(call));
+        let answer = match self
+            .0
+            .upstream
+            .send_request_with_option(request, options)
+            .await
+        {
+            Err(e) => Err(e),
+            Ok(handle) => {
+                let upstream_token = handle.progress_token.clone();
+                let request_id = handle.id.clone();
+                if let Some(ctx) = via
+                    && let Some(theirs) = ctx.meta.get_progress_token()
+                {
+                    self.0
+                        .progress
+                        .insert(upstream_token.clone(), ctx.peer.clone(), theirs);
+                }
+                let cancelled = async {
+                    match via {
+                        Some(ctx) => ctx.ct.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let answer = tokio::select! {
+                    r = handle.await_response() => r,
+                    _ = cancelled => {
+                        let why = "the agent cancelled the call";
+                        let _ = self
+                            .0
+                            .upstream
+                            .notify_cancelled(CancelledNotificationParam::new(
+                                Some(request_id),
+                                Some(why.to_owned()),
+                            ))
+                            .await;
+                        Err(ServiceError::McpError(McpError::internal_error(why, None)))
+                    }
+                };
+                self.0.progress.remove(&upstream_token);
+                answer
+            }
+        };
         let (result, ok, detail) = match answer {
-            Ok(CallToolResponse::Complete(r)) => {
+            Ok(ServerResult::CallToolResult(r)) => {
                 let ok = r.is_error != Some(true);
                 let detail = if ok {
                     ""
@@ -494,15 +627,22 @@ impl Proxy {
                 (r, ok, detail.to_owned())
             }
             Ok(_) => {
-                let why = "the upstream server answered with a task or an input request, which the proxy does not relay";
+                let why = "the upstream server answered with a task, an input request or something else than a tool result, which the proxy does not relay";
                 (tool_error(mcp::failed_text(why)), false, why.to_owned())
+            }
+            Err(ServiceError::Timeout { timeout }) => {
+                let why = format!(
+                    "the call ran longer than its max_runtime_sec ({}s) and was cancelled",
+                    timeout.as_secs_f64()
+                );
+                (tool_error(why.clone()), false, why)
             }
             Err(e) => {
                 let why = format!("the upstream server failed: {e}");
                 (tool_error(why.clone()), false, why)
             }
         };
-        if let Err(e) = self.0.gate.report(job_id, bind_id, ok, &detail).await {
+        if let Err(e) = self.0.gate.report(&job_id, &bind_id, ok, &detail).await {
             tracing::warn!(job_id, "could not report the outcome: {e}");
         }
         result
@@ -522,7 +662,7 @@ impl Proxy {
             reason,
         } = &pending
         else {
-            return self.finish(pending, req).await;
+            return self.finish(pending, req, Some(ctx)).await;
         };
         let until = tokio::time::Instant::now() + self.0.settings.hold;
         let token = ctx.meta.get_progress_token();
@@ -550,7 +690,7 @@ impl Proxy {
             Ok(Waited::Moved(record)) => match Self::unapproved(job_id, &record) {
                 Some(text) => tool_error(text),
                 None => match self.decide(job).await {
-                    Ok(o) => self.finish(o, req).await,
+                    Ok(o) => self.finish(o, req, Some(ctx)).await,
                     Err(e) => tool_error(mcp::failed_text(&e)),
                 },
             },
@@ -564,6 +704,7 @@ impl Proxy {
     fn as_task(&self, job: Job, job_id: String, req: CallToolRequestParams) -> CreateTaskResult {
         let me = self.clone();
         let options = TaskOptions::new()
+            .with_ttl_ms(TASK_TTL_MS)
             .with_poll_interval_ms(1000)
             .with_status_message(format!(
                 "waiting for approval of job {job_id}: {}",
@@ -588,9 +729,9 @@ impl Proxy {
                     return Err(fail(text));
                 }
                 match me.decide(&job).await {
-                    Ok(o @ Outcome::Bound { .. }) => Ok(me.finish(o, &req).await),
+                    Ok(o @ Outcome::Bound { .. }) => Ok(me.finish(o, &req, None).await),
                     Ok(o) => {
-                        let r = me.finish(o, &req).await;
+                        let r = me.finish(o, &req, None).await;
                         Err(fail(first_text(&r)))
                     }
                     Err(e) => Err(fail(mcp::failed_text(&e))),
@@ -691,7 +832,9 @@ impl ServerHandler for Proxy {
             pending @ Outcome::Pending { .. } => Ok(CallToolResponse::Complete(
                 self.hold(&job, pending, &req, &ctx).await,
             )),
-            other => Ok(CallToolResponse::Complete(self.finish(other, &req).await)),
+            other => Ok(CallToolResponse::Complete(
+                self.finish(other, &req, Some(&ctx)).await,
+            )),
         }
     }
 

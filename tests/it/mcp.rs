@@ -8,11 +8,12 @@ use crate::helpers::{Spawn, TestApp, job_of, spawn_with, token};
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    GetTaskParams, Implementation, NumberOrString, ProgressNotificationParam, ProgressToken,
-    ProtocolVersion, ReadResourceRequestParams, RequestMetaObject, TaskPayload, TaskStatus,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    ClientConfig, ClientRequest, GetTaskParams, Implementation, NumberOrString,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ServerResult,
+    TaskPayload, TaskStatus,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -36,6 +37,11 @@ rules:
     decision: require_approval
     reason: Deleting rows needs two reviewers
     approval: { approvers: 2, roles: [reviewer], timeout: 10m }
+  - id: stalls
+    match: { topics: ["mcp.rows.stall_rows"] }
+    decision: allow_with_constraints
+    reason: Stalls run, briefly
+    constraints: { max_runtime_sec: 1 }
   - id: no-drops
     match: { topics: ["mcp.rows.drop_table"] }
     decision: deny
@@ -237,7 +243,7 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
     // tools/list hides what the policy always denies.
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["read_rows", "delete_rows"]);
+    assert_eq!(names, ["read_rows", "delete_rows", "stall_rows"]);
 
     // Resources and prompts pass through unchanged.
     let res = client.list_all_resources().await.unwrap();
@@ -396,6 +402,26 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
     let r = client.call_tool(call("truncate", json!({}))).await.unwrap();
     assert_eq!(r.is_error, Some(true));
     assert_eq!(received(&record).len(), 2);
+
+    // Allowed with constraints: the constraints travel in `_meta`, and
+    // max_runtime_sec bounds the call: past it the call is cancelled
+    // upstream, answered with an error and reported as failed.
+    let r = client
+        .call_tool(call("stall_rows", json!({"table": "users"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("max_runtime_sec (1s)"), "{}", text(&r));
+    assert_eq!(
+        received(&record)[2],
+        json!({"tool": "stall_rows", "arguments": {"table": "users"},
+               "constraints": {"max_runtime_sec": 1}})
+    );
+    let stalled = expected_id("stall_rows", json!({"table": "users"}), 0);
+    assert_eq!(
+        job_of(&mut executor, &stalled).await.state,
+        pb::JobState::Failed as i32
+    );
     client.cancel().await.unwrap();
 
     // gavel unreachable: an error result, never a forwarded call.
@@ -413,7 +439,7 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
         "{}",
         text(&r)
     );
-    assert_eq!(received(&record).len(), 2);
+    assert_eq!(received(&record).len(), 3);
     blind.cancel().await.unwrap();
 }
 
@@ -437,12 +463,16 @@ async fn pending_job(app: &TestApp, topic: &str) -> String {
     job.job_id.clone()
 }
 
-/// A client that passes on the messages of the progress it is sent.
-struct Progress(tokio::sync::mpsc::UnboundedSender<String>);
+/// A client that passes on the progress it is sent: (token, message).
+struct Progress(tokio::sync::mpsc::UnboundedSender<(String, String)>);
 
 impl ClientHandler for Progress {
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        let _ = self.0.send(p.message.unwrap_or_default());
+        let token = match p.progress_token.0 {
+            NumberOrString::String(s) => s.to_string(),
+            NumberOrString::Number(n) => n.to_string(),
+        };
+        let _ = self.0.send((token, p.message.unwrap_or_default()));
     }
 }
 
@@ -493,30 +523,54 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
     // as progress while two people approve through the CLI; then it runs
     // with exactly the approved arguments.
     let held = json!({"table": "users", "where": {"id": 9}});
-    let mut req = call("delete_rows", held.clone());
-    req.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
-        NumberOrString::String("held-1".into()),
-    )));
-    let waiting = tokio::spawn(async move {
-        let r = plain.peer().call_tool(req).await;
-        (plain, r)
-    });
+    let handle = plain
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(call("delete_rows", held.clone()))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let ours = match &handle.progress_token.0 {
+        NumberOrString::String(s) => s.to_string(),
+        NumberOrString::Number(n) => n.to_string(),
+    };
+    let waiting = tokio::spawn(handle.await_response());
     let id = expected_id("delete_rows", held.clone(), 0);
-    let said = progress.recv().await.unwrap();
-    assert!(
-        said.contains(&format!("waiting for approval of job {id}")),
-        "{said}"
-    );
+    // (The read's own progress, relayed, may come first.)
+    let waiting_for = format!("waiting for approval of job {id}");
+    let token = loop {
+        let (token, said) = progress.recv().await.unwrap();
+        if said.contains(&waiting_for) {
+            break token;
+        }
+    };
+    assert_eq!(token, ours);
     assert_eq!(received(&record).len(), 1);
     cli(&app, "approve", "alice", &id, "ok").await;
     cli(&app, "approve", "bob", &id, "ok").await;
-    let (plain, r) = waiting.await.unwrap();
-    let r = r.unwrap();
+    let r = match waiting.await.unwrap().unwrap() {
+        ServerResult::CallToolResult(r) => r,
+        other => panic!("expected a tool result, got {other:?}"),
+    };
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     assert_eq!(
         received(&record)[1],
         json!({"tool": "delete_rows", "arguments": held})
     );
+    // The upstream's own progress reaches the agent under the agent's token
+    // (the guard only turns a missing relay into a failure, not a hang).
+    let relayed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let (token, said) = progress.recv().await.unwrap();
+            if said == "delete_rows started" {
+                return token;
+            }
+        }
+    })
+    .await
+    .expect("the upstream's progress relayed");
+    assert_eq!(relayed, ours);
     plain.cancel().await.unwrap();
 
     // A client with the Tasks extension gets a task at once; it completes
