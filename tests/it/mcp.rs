@@ -667,3 +667,104 @@ async fn poll_task(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_calls_carry_their_target_and_anything_unclear_is_refused() {
+    let app = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("calls.jsonl");
+    let map = dir.path().join("map.yaml");
+    std::fs::write(
+        &map,
+        "tools:\n  - match: \"delete_*\"\n    target: table\n    risk_tags: [destructive]\n    attributes: { env: prod }\n",
+    )
+    .unwrap();
+    let spawn = |executor: &'static str, extra: Vec<String>| {
+        let mut cmd = gavel_cmd();
+        let mut args = proxy_args(&app, &format!("http://{}", app.addr), "0");
+        let at = args.iter().position(|a| a == "--executor-token").unwrap();
+        args[at + 1] = token(executor);
+        cmd.args(args)
+            .args(extra)
+            .arg("--")
+            .arg(rows_bin())
+            .arg("--record")
+            .arg(&record);
+        async move {
+            let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
+            ().serve(transport)
+                .await
+                .expect("MCP session with the proxy")
+        }
+    };
+    let client = spawn("executor", vec!["--map".into(), map.display().to_string()]).await;
+
+    // The mapping names the target and adds tags and attributes.
+    let r = client
+        .call_tool(call("delete_rows", json!({"table": "users", "where": {}})))
+        .await
+        .unwrap();
+    let id = job_in(&text(&r));
+    let job = job_of(&mut app.as_("alice").await, &id).await.job.unwrap();
+    assert_eq!(job.target, "users");
+    assert_eq!(job.risk_tags, ["destructive"]);
+    assert_eq!(
+        job.attributes["env"],
+        prost_types::Value::from("prod".to_owned())
+    );
+
+    // Arguments the mapping cannot read, or too deep to be a job: refused
+    // with the place, nothing decided, nothing forwarded.
+    let r = client
+        .call_tool(call("delete_rows", json!({"table": 5})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("arguments.table"), "{}", text(&r));
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
+    let r = client
+        .call_tool(call("read_rows", json!({ "where": deep })))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).contains("does not make a valid job"),
+        "{}",
+        text(&r)
+    );
+    assert!(received(&record).is_empty());
+    client.cancel().await.unwrap();
+
+    // A Bind refusal (here: the "executor" is an agent) forwards nothing.
+    let client = spawn("agent-2", vec![]).await;
+    let r = client
+        .call_tool(call("read_rows", json!({"table": "users"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("PERMISSION_DENIED"), "{}", text(&r));
+    assert!(received(&record).is_empty());
+    client.cancel().await.unwrap();
+
+    // The proxy listens on loopback only.
+    let out = gavel_cmd()
+        .args(proxy_args(&app, "http://127.0.0.1:1", "0"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--upstream-url",
+            "http://127.0.0.1:1/mcp",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
