@@ -9,18 +9,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// A mapping file that cannot be used, a call it cannot map, or a server
-/// name that cannot name a topic.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapError(pub String);
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// name that cannot name a topic (the same error as the hook's mapping).
+pub use crate::hook::MapError;
 
 /// One rule of the mapping file.
 #[derive(Clone, Debug, Deserialize)]
@@ -198,11 +190,6 @@ pub fn job_id(server: &str, scope: &str, job_hash: &str, generation: u32) -> Str
     } else {
         format!("{base}.{generation}")
     }
-}
-
-/// The page where a job is approved.
-pub fn page_url(base: &str, job_id: &str) -> String {
-    format!("{}/jobs/{job_id}", base.trim_end_matches('/'))
 }
 
 /// The text of a tool error for a call the policy denied.

@@ -20,6 +20,30 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+/// The options every agent door (hook, MCP proxy) takes besides the
+/// agent's own token.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DoorArgs {
+    /// The token Bind and ReportOutcome are called with (an executor's);
+    /// `--token` when absent.
+    #[arg(long, env = "GAVEL_EXECUTOR_TOKEN", hide_env_values = true)]
+    pub executor_token: Option<String>,
+    /// The approver page's base URL, for the pointer in "approval required".
+    #[arg(
+        long,
+        env = "GAVEL_PAGE_URL",
+        default_value = "http://127.0.0.1:8081/ui/"
+    )]
+    pub page_url: String,
+}
+
+impl DoorArgs {
+    /// The page where `job_id` is approved.
+    pub fn job_url(&self, job_id: &str) -> String {
+        format!("{}/jobs/{job_id}", self.page_url.trim_end_matches('/'))
+    }
+}
+
 /// Past this many generations of one call the loop gives up.
 pub const MAX_GENERATIONS: u32 = 1000;
 

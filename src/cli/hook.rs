@@ -8,7 +8,7 @@
 //! agent's blocking answer and exit code 2, never in its "run anyway".
 
 use super::client::Conn;
-use super::gate::{Gate, Outcome};
+use super::gate::{DoorArgs, Gate, Outcome};
 use crate::hook::{self, Agent, Mapping, Verdict};
 use crate::job::{Job, Limits};
 use clap::Args;
@@ -30,16 +30,8 @@ pub struct HookArgs {
     /// when absent.
     #[arg(long, env = "GAVEL_HOOK_MAP")]
     pub map: Option<PathBuf>,
-    /// The token Bind is called with (an executor's); `--token` when absent.
-    #[arg(long, env = "GAVEL_EXECUTOR_TOKEN", hide_env_values = true)]
-    pub executor_token: Option<String>,
-    /// The approver page's base URL, for the pointer in "approval required".
-    #[arg(
-        long,
-        env = "GAVEL_PAGE_URL",
-        default_value = "http://127.0.0.1:8081/ui/"
-    )]
-    pub page_url: String,
+    #[command(flatten)]
+    pub door: DoorArgs,
     /// Block when gavel has not answered within this many seconds.
     #[arg(long, env = "GAVEL_HOOK_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
@@ -162,7 +154,7 @@ async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, St
     let gate = Gate::connect(
         &conn.server,
         conn.token.as_deref(),
-        a.executor_token.as_deref(),
+        a.door.executor_token.as_deref(),
     )
     .await?;
     let outcome = gate
@@ -184,7 +176,7 @@ async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, St
             rule,
             reason,
         } => Verdict::Pending {
-            url: format!("{}/jobs/{job_id}", a.page_url.trim_end_matches('/')),
+            url: a.door.job_url(&job_id),
             reason: format!("rule `{rule}`: {reason}"),
             job_id,
         },

@@ -8,7 +8,7 @@
 //! never forwarded.
 
 use super::client::Conn;
-use super::gate::{Gate, Outcome};
+use super::gate::{DoorArgs, Gate, Outcome};
 use crate::job::{Job, Limits};
 use crate::mcp::{self, Mapping};
 use crate::proto::v1 as pb;
@@ -55,17 +55,8 @@ pub struct McpProxyArgs {
     /// same job.
     #[arg(long, default_value = "default")]
     pub scope: String,
-    /// The token Bind and ReportOutcome are called with (an executor's);
-    /// `--token` when absent.
-    #[arg(long, env = "GAVEL_EXECUTOR_TOKEN", hide_env_values = true)]
-    pub executor_token: Option<String>,
-    /// The approver page's base URL, for the pointer in "approval required".
-    #[arg(
-        long,
-        env = "GAVEL_PAGE_URL",
-        default_value = "http://127.0.0.1:8081/ui/"
-    )]
-    pub page_url: String,
+    #[command(flatten)]
+    pub door: DoorArgs,
     /// For a client without the Tasks extension: how long a call that needs
     /// approval is held (with progress notifications) before it is answered
     /// "approval pending". 0 answers at once.
@@ -93,7 +84,7 @@ pub struct McpProxyArgs {
 struct Settings {
     hold: Duration,
     timeout: Duration,
-    page_url: String,
+    door: DoorArgs,
     scope: String,
     hide_denied: bool,
 }
@@ -121,7 +112,7 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
     let settings = Settings {
         hold: seconds("--hold", a.hold, 0.0).map_err(err)?,
         timeout: seconds("--timeout", a.timeout, 0.001).map_err(err)?,
-        page_url: a.page_url.clone(),
+        door: a.door.clone(),
         scope: a.scope.clone(),
         hide_denied: !a.show_denied,
     };
@@ -135,7 +126,7 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
     let gate = Gate::lazy(
         &conn.server,
         conn.token.as_deref(),
-        a.executor_token.as_deref(),
+        a.door.executor_token.as_deref(),
     )
     .map_err(err)?;
 
@@ -471,7 +462,7 @@ impl Proxy {
     }
 
     fn pending_result(&self, job_id: &str, rule: &str, reason: &str) -> CallToolResult {
-        let url = mcp::page_url(&self.0.settings.page_url, job_id);
+        let url = self.0.settings.door.job_url(job_id);
         tool_error(mcp::pending_text(job_id, rule, reason, &url))
     }
 
@@ -666,7 +657,7 @@ impl Proxy {
         };
         let until = tokio::time::Instant::now() + self.0.settings.hold;
         let token = ctx.meta.get_progress_token();
-        let url = mcp::page_url(&self.0.settings.page_url, job_id);
+        let url = self.0.settings.door.job_url(job_id);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut sent = 0u32;
         let wait = self.wait(job_id, until);
@@ -708,7 +699,7 @@ impl Proxy {
             .with_poll_interval_ms(1000)
             .with_status_message(format!(
                 "waiting for approval of job {job_id}: {}",
-                mcp::page_url(&self.0.settings.page_url, &job_id)
+                self.0.settings.door.job_url(&job_id)
             ));
         let task = self.0.tasks.spawn(options, move |ctx| {
             Box::pin(async move {
@@ -811,6 +802,13 @@ impl ServerHandler for Proxy {
         if req.input_responses.is_some() || req.request_state.is_some() {
             return Ok(CallToolResponse::Complete(tool_error(mcp::failed_text(
                 "input rounds (inputResponses, requestState) are not relayed through gavel",
+            ))));
+        }
+        // Decided and bound only when it can be delivered: an approval is
+        // not spent on a call the upstream can no longer receive.
+        if self.0.upstream.is_transport_closed() {
+            return Ok(CallToolResponse::Complete(tool_error(mcp::failed_text(
+                "the upstream server has gone away",
             ))));
         }
         let args = req.arguments.clone().unwrap_or_default();

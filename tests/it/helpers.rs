@@ -162,6 +162,16 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_with(Spawn::on(backend)).await
 }
 
+/// A server on a fresh SQLite database with `policy`.
+pub async fn sqlite_with(policy: &str) -> TestApp {
+    spawn_with(Spawn {
+        policy: policy.into(),
+        ..Spawn::on(Backend::Sqlite)
+    })
+    .await
+    .expect("sqlite server")
+}
+
 pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     let (db_url, dir) = match opts.restart {
         Some(r) => (r.db_url, r.dir),

@@ -7,8 +7,7 @@
 //! the job document is written out by hand, canonicalised with the test
 //! oracle and hashed.
 
-use crate::helpers::{Spawn, TestApp, approve, job_of, spawn_with, token};
-use crate::store::Backend;
+use crate::helpers::{TestApp, approve, job_of, token};
 use gavel::proto::v1 as pb;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -46,12 +45,7 @@ rules:
 "#;
 
 async fn server() -> TestApp {
-    spawn_with(Spawn {
-        policy: POLICY.into(),
-        ..Spawn::on(Backend::Sqlite)
-    })
-    .await
-    .expect("sqlite server")
+    crate::helpers::sqlite_with(POLICY).await
 }
 
 fn fixture(name: &str) -> Value {

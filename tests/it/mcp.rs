@@ -4,8 +4,7 @@
 //! rejections are given through the `gavel` CLI. Stdio and streamable
 //! HTTP are covered on both sides.
 
-use crate::helpers::{Spawn, TestApp, job_of, spawn_with, token};
-use crate::store::Backend;
+use crate::helpers::{TestApp, job_of, token};
 use gavel::proto::v1 as pb;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
@@ -49,12 +48,7 @@ rules:
 "#;
 
 async fn server() -> TestApp {
-    spawn_with(Spawn {
-        policy: POLICY.into(),
-        ..Spawn::on(Backend::Sqlite)
-    })
-    .await
-    .expect("sqlite server")
+    crate::helpers::sqlite_with(POLICY).await
 }
 
 /// The example upstream server, built by `cargo test` next to the binary.
