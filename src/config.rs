@@ -35,6 +35,8 @@ pub struct Config {
     pub identities: Vec<IdentityConfig>,
     /// Notification delivery: channels and routes.
     pub notify: crate::notify::NotifyConfig,
+    /// TLS on both listeners (and client certificates); plaintext when absent.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -60,6 +62,10 @@ pub struct IdentityConfig {
     /// This person's Slack user ids (`U…`), for approving in Slack.
     #[serde(default)]
     pub slack_user_ids: Vec<String>,
+    /// This person's client certificates, by subject (`CN=alice,O=Example`)
+    /// or alternative name (`dns:…`, `uri:…`, `email:…`, `ip:…`).
+    #[serde(default)]
+    pub cert_subjects: Vec<String>,
 }
 
 impl Default for Config {
@@ -77,6 +83,7 @@ impl Default for Config {
             limits: Limits::default(),
             identities: Vec::new(),
             notify: crate::notify::NotifyConfig::default(),
+            tls: None,
         }
     }
 }
@@ -168,7 +175,14 @@ impl Config {
             .iter()
             .map(|i| (i.name.clone(), i.slack_user_ids.clone()))
             .collect();
-        Ok(Directory::new(entries)?.with_slack_users(slack)?)
+        let certs = self
+            .identities
+            .iter()
+            .map(|i| (i.name.clone(), i.cert_subjects.clone()))
+            .collect();
+        Ok(Directory::new(entries)?
+            .with_slack_users(slack)?
+            .with_cert_subjects(certs)?)
     }
 }
 

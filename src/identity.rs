@@ -67,6 +67,7 @@ pub struct Directory {
     identities: Vec<Identity>,
     by_token_hash: HashMap<String, usize>,
     by_slack_user: HashMap<String, usize>,
+    by_cert_subject: HashMap<String, usize>,
 }
 
 /// A configuration mistake in the identities.
@@ -151,6 +152,80 @@ impl Directory {
             }
         }
         Ok(self)
+    }
+
+    /// Adds each person's client certificate subjects (`cert_subjects`):
+    /// an RFC 4514 subject (`CN=alice,O=Example`) or an alternative name
+    /// (`dns:…`, `uri:…`, `email:…`, `ip:…`).
+    pub fn with_cert_subjects(
+        mut self,
+        subjects: Vec<(String, Vec<String>)>,
+    ) -> Result<Directory, DirectoryError> {
+        for (name, list) in subjects {
+            let idx = self
+                .identities
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
+            for subject in list {
+                if subject.trim().is_empty()
+                    || self.by_cert_subject.insert(subject.clone(), idx).is_some()
+                {
+                    return Err(DirectoryError(format!(
+                        "certificate subject `{subject}` of `{name}` is empty or configured for someone else"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// The person a verified client certificate belongs to: its subject or
+    /// one of its alternative names is listed under them. `Err` when the
+    /// certificate names two different people.
+    pub fn by_certificate(
+        &self,
+        cert: &crate::tls::ClientCert,
+    ) -> Result<Option<&Identity>, &'static str> {
+        let mut found: Option<usize> = None;
+        for h in cert.handles() {
+            if let Some(&i) = self.by_cert_subject.get(h) {
+                if found.is_some_and(|f| f != i) {
+                    return Err("the client certificate names two different identities");
+                }
+                found = Some(i);
+            }
+        }
+        Ok(found.map(|i| &self.identities[i]))
+    }
+
+    /// The caller of a request, from its `Authorization` value and its
+    /// verified client certificate, whichever it presents. When both are
+    /// presented they must name the same person.
+    pub fn caller(
+        &self,
+        authorization: Option<&str>,
+        cert: Option<&crate::tls::ClientCert>,
+    ) -> Result<&Identity, &'static str> {
+        let by_cert = match cert {
+            Some(c) => self.by_certificate(c)?,
+            None => None,
+        };
+        match authorization {
+            Some(value) => {
+                let by_token = self.by_authorization(value)?.ok_or("unknown token")?;
+                match by_cert {
+                    Some(c) if c.name != by_token.name => {
+                        Err("the client certificate and the token name different identities")
+                    }
+                    _ => Ok(by_token),
+                }
+            }
+            None => by_cert.ok_or(match cert {
+                Some(_) => "the client certificate belongs to no configured identity",
+                None => "missing `authorization: Bearer <token>` (or a client certificate)",
+            }),
+        }
     }
 
     /// The person a Slack user id belongs to.

@@ -26,6 +26,7 @@ pub mod refusal;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub mod proto {
     //! The generated wire types and services of `proto/gavel/v1/gavel.proto`.

@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// The largest gRPC message accepted.
     pub max_message_bytes: usize,
+    /// TLS on both listeners; plaintext when absent.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Default for ServeOptions {
@@ -28,6 +30,7 @@ impl Default for ServeOptions {
         ServeOptions {
             sweep_interval: Duration::from_secs(1),
             max_message_bytes: 1024 * 1024 + 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -63,13 +66,20 @@ pub async fn serve_all(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&down| down).await;
     };
+    if let Some(tls) = &options.tls {
+        tls.watch(down_rx.clone());
+    }
     let http_task = http.map(|(l, o)| {
         let app = crate::service::http::app(engine.clone(), o);
-        tokio::spawn(crate::service::http::serve(
-            l,
-            app,
-            stopped(down_rx.clone()),
-        ))
+        let stop = stopped(down_rx.clone());
+        match &options.tls {
+            None => tokio::spawn(crate::service::http::serve(l, app, stop)),
+            Some(tls) => tokio::spawn(crate::service::http::serve_tls(
+                tls.accept(l, crate::tls::Door::Http),
+                app,
+                stop,
+            )),
+        }
     });
     // The notifier finishes the round in flight when told to stop.
     let notify_task = notifier.map(|n| tokio::spawn(n.run(down_rx.clone())));
@@ -115,8 +125,7 @@ pub async fn serve_all(
     });
 
     let max = options.max_message_bytes;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = Server::builder()
+    let router = Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -139,14 +148,23 @@ pub async fn serve_all(
             AuditServiceServer::new(grpc)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(64 * 1024 * 1024),
-        )
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        })
-        .await;
+        );
+    let stop = async move {
+        shutdown.await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    let result = match &options.tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        Some(tls) => {
+            let incoming = tls.accept(listener, crate::tls::Door::Grpc).into_stream();
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     if let Some(t) = notify_task {

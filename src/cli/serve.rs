@@ -286,6 +286,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 tokens: vec![identity::token_hash(token)],
                 acts_for: vec![],
                 slack_user_ids: vec![],
+                cert_subjects: vec![],
             })
             .collect();
     }
@@ -316,6 +317,13 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     .await
     .map_err(|e| CliError(e.to_string()))?;
 
+    // --dev stays plaintext on loopback; otherwise TLS when configured.
+    let tls = match (&config.tls, a.dev) {
+        (Some(files), false) => {
+            Some(crate::tls::Tls::load(files.clone()).map_err(|e| CliError(e.to_string()))?)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.grpc_listen)))?;
@@ -348,6 +356,14 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         eprintln!();
     }
     say!("gavel listening on {addr} (gRPC) and {http_addr} (HTTP), policy {snapshot}");
+    if let Some(t) = &tls {
+        let certs = match (t.asks_client_cert(), t.requires_client_cert()) {
+            (_, true) => "required",
+            (true, false) => "accepted",
+            (false, false) => "not asked for",
+        };
+        say!("TLS on both listeners; client certificates {certs}");
+    }
     tracing::info!(%addr, %http_addr, %snapshot, replica = %config.replica_id, "serving");
     let slack_app = match &config.notify.slack {
         Some(s) => Some(s.app().map_err(|e| CliError(e.to_string()))?),
@@ -371,6 +387,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             HttpOptions {
                 max_body_bytes: config.limits.max_request_bytes + 64 * 1024,
                 slack: slack_app,
+                secure_cookies: tls.is_some(),
                 ..HttpOptions::default()
             },
         )),
@@ -378,6 +395,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         ServeOptions {
             sweep_interval: Duration::from_secs(config.sweep_interval_secs),
             max_message_bytes: config.limits.max_request_bytes + 64 * 1024,
+            tls,
         },
         shutdown_signal(),
     )

@@ -27,22 +27,29 @@ impl Grpc {
         Grpc { engine }
     }
 
-    /// The caller, from `authorization: Bearer <token>`; never from the body.
+    /// The caller, from `authorization: Bearer <token>` or a verified
+    /// client certificate; never from the body.
     fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
         let unauthenticated = |m: &str| status(&Refusal::new(Reason::Unauthenticated, m));
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthenticated("the authorization metadata is not text"))?;
+        let value = match req.metadata().get("authorization") {
+            None => None,
+            Some(h) => Some(
+                h.to_str()
+                    .map_err(|_| unauthenticated("the authorization metadata is not text"))?,
+            ),
+        };
+        let peer = req.extensions().get::<crate::tls::Peer>();
         self.engine
             .directory()
-            .by_authorization(value)
-            .map_err(unauthenticated)?
+            .caller(value, peer.and_then(|p| p.cert.as_deref()))
+            .map_err(|m| {
+                if m.starts_with("missing") {
+                    unauthenticated("missing `authorization: Bearer <token>` metadata")
+                } else {
+                    unauthenticated(m)
+                }
+            })
             .cloned()
-            .ok_or_else(|| unauthenticated("unknown token"))
     }
 }
 

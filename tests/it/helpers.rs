@@ -107,6 +107,15 @@ pub fn directory() -> Directory {
         ("bob".into(), vec!["UBOB".into()]),
     ])
     .unwrap()
+    .with_cert_subjects(vec![
+        ("alice".into(), vec!["CN=alice,O=gavel tests".into()]),
+        ("bob".into(), vec!["dns:bob.clients.test".into()]),
+        (
+            "executor".into(),
+            vec!["uri:spiffe://gavel.test/executor".into()],
+        ),
+    ])
+    .unwrap()
 }
 
 /// A running server and what a test needs to talk to it.
@@ -141,6 +150,8 @@ pub struct Spawn {
     /// The audit chain this engine appends to.
     pub replica: &'static str,
     pub http: HttpOptions,
+    /// TLS on both listeners.
+    pub tls: Option<Arc<gavel::tls::Tls>>,
 }
 
 impl Spawn {
@@ -153,6 +164,7 @@ impl Spawn {
             clock_ms: 1_800_000_000_000,
             replica: "main",
             http: HttpOptions::default(),
+            tls: None,
         }
     }
 }
@@ -202,6 +214,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     let options = ServeOptions {
         // The sweeper is driven by tests through `engine.sweep()`.
         sweep_interval: Duration::from_secs(3600),
+        tls: opts.tls,
         ..ServeOptions::default()
     };
     let e = engine.clone();

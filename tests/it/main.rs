@@ -21,6 +21,7 @@ mod server;
 mod slack;
 mod store;
 mod suites;
+mod tls;
 mod transitions;
 
 use gavel::job::{Job, Limits};

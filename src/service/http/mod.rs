@@ -181,6 +181,21 @@ pub async fn serve(
         .await
 }
 
+/// As [`serve`], over TLS connections; handlers see the client's
+/// certificate through `ConnectInfo<tls::Peer>`.
+pub async fn serve_tls(
+    incoming: crate::tls::TlsIncoming,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        incoming,
+        app.into_make_service_with_connect_info::<crate::tls::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 // ------------------------------------------------------------ errors
 
 /// The one error shape of the API.
@@ -287,20 +302,32 @@ impl FromRequestParts<State> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let unauthenticated =
             |m: &str| -> ApiError { Refusal::new(Reason::Unauthenticated, m).into() };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("missing `Authorization: Bearer <token>` header"))?
-            .to_str()
-            .map_err(|_| unauthenticated("the Authorization header is not text"))?;
+        let value = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| unauthenticated("the Authorization header is not text"))?,
+            ),
+        };
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::tls::Peer>>();
+        let cert = peer.and_then(|p| p.0.cert.as_deref());
         state
             .engine
             .directory()
-            .by_authorization(value)
-            .map_err(|_| unauthenticated("the Authorization header must be `Bearer <token>`"))?
+            .caller(value, cert)
+            .map_err(|m| match m {
+                "the authorization metadata must be `Bearer <token>`" => {
+                    unauthenticated("the Authorization header must be `Bearer <token>`")
+                }
+                m if m.starts_with("missing") => {
+                    unauthenticated("missing `Authorization: Bearer <token>` header")
+                }
+                m => unauthenticated(m),
+            })
             .cloned()
             .map(Caller)
-            .ok_or_else(|| unauthenticated("unknown token"))
     }
 }
 
