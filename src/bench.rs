@@ -95,6 +95,8 @@ impl Tokens {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub server: String,
+    /// TLS for an https:// server.
+    pub tls: crate::tls::ClientFiles,
     pub scenario: Scenario,
     pub duration: Duration,
     pub warmup: Duration,
@@ -225,11 +227,14 @@ impl Tally {
     }
 }
 
-async fn connect(server: &str, n: usize) -> Result<Vec<Channel>, String> {
+async fn connect(
+    server: &str,
+    tls: &crate::tls::ClientFiles,
+    n: usize,
+) -> Result<Vec<Channel>, String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        let ch = Channel::from_shared(server.to_owned())
-            .map_err(|e| format!("--server `{server}`: {e}"))?
+        let ch = crate::tls::endpoint(server, tls)?
             .tcp_nodelay(true)
             .connect()
             .await
@@ -334,7 +339,7 @@ async fn bind(w: &mut Worker, d: &pb::DecideResponse) -> Outcome {
 
 /// Runs a plan and reports.
 pub async fn run(plan: Plan) -> Result<Report, String> {
-    let channels = connect(&plan.server, plan.connections).await?;
+    let channels = connect(&plan.server, &plan.tls, plan.connections).await?;
     let run = run_id();
     let needs_approvers = matches!(plan.scenario, Scenario::Cycle | Scenario::BindRace);
     if needs_approvers && plan.tokens.approvers.len() < 2 {

@@ -456,3 +456,56 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsI
         stream.remote_addr().clone()
     }
 }
+
+/// The client side of TLS for the CLI, `gavel bench` and the agent doors:
+/// `--ca`, `--cert`, `--key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// The CA (PEM) the server's certificate is checked against; the
+    /// system's roots when absent.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) and its key, for mTLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientFiles {
+    /// Whether a client certificate is presented.
+    pub fn has_cert(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
+/// A gRPC endpoint for `server`: TLS for `https://` (with `files`),
+/// plaintext for `http://`.
+pub fn endpoint(server: &str, files: &ClientFiles) -> Result<tonic::transport::Endpoint, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let ep = Endpoint::from_shared(server.to_owned())
+        .map_err(|e| format!("--server `{server}`: {e}"))?;
+    let https = server.starts_with("https://");
+    if !https {
+        if files.ca.is_some() || files.cert.is_some() || files.key.is_some() {
+            return Err(format!(
+                "--ca, --cert and --key are for a TLS server: use an https:// --server (not `{server}`)"
+            ));
+        }
+        return Ok(ep);
+    }
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).map_err(|e| format!("--{what} {}: {e}", p.display()))
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &files.ca {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "ca")?)),
+        None => config.with_native_roots(),
+    };
+    match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
+        }
+        (None, None) => {}
+        _ => return Err("--cert and --key go together".into()),
+    }
+    ep.tls_config(config)
+        .map_err(|e| format!("TLS for {server}: {e}"))
+}

@@ -62,7 +62,11 @@ pub struct RunArgs {
     pub max_operations: Option<u64>,
 }
 
-pub async fn run(cmd: BenchCommand, output: Output, server: &str) -> Result<ExitCode, CliError> {
+pub async fn run(
+    cmd: BenchCommand,
+    output: Output,
+    conn: &super::client::Conn,
+) -> Result<ExitCode, CliError> {
     match cmd {
         BenchCommand::GenPolicy { rules, seed, base } => {
             let text = match base {
@@ -97,7 +101,8 @@ pub async fn run(cmd: BenchCommand, output: Output, server: &str) -> Result<Exit
                 }
             };
             let report = bench::run(Plan {
-                server: server.to_owned(),
+                server: conn.server.clone(),
+                tls: conn.tls_files(),
                 scenario: a.scenario,
                 duration: secs(a.duration, "duration")?,
                 warmup: secs(a.warmup, "warmup")?,

@@ -36,14 +36,28 @@ pub struct Conn {
     /// The bearer token to call with.
     #[arg(long, env = "GAVEL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// For an https:// server: the CA (PEM) its certificate is checked
+    /// against (the system's roots when absent).
+    #[arg(long, env = "GAVEL_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present: it may stand in for --token.
+    #[arg(long, env = "GAVEL_CERT", global = true, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "GAVEL_KEY", global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
+/// Adds `authorization: Bearer <token>` to every call, when there is a token
+/// (a client certificate may stand in for it).
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(h) = &self.0 {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
         Ok(req)
     }
 }
@@ -66,15 +80,32 @@ pub fn bearer_header(token: &str) -> Result<MetadataValue<Ascii>, CliError> {
 }
 
 impl Conn {
+    /// The client TLS files given.
+    pub fn tls_files(&self) -> crate::tls::ClientFiles {
+        crate::tls::ClientFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// The server's endpoint, with TLS for an https:// server.
+    pub fn endpoint(&self) -> Result<tonic::transport::Endpoint, CliError> {
+        crate::tls::endpoint(&self.server, &self.tls_files()).map_err(CliError)
+    }
+
     pub async fn connect(&self) -> Result<Clients, CliError> {
-        let token = self.token.clone().ok_or_else(|| {
-            CliError(
-                "no token: pass --token or set GAVEL_TOKEN (gavel serve --dev prints some)".into(),
-            )
-        })?;
-        let header = bearer_header(&token)?;
-        let channel = Channel::from_shared(self.server.clone())
-            .map_err(|e| CliError(format!("--server `{}`: {e}", self.server)))?
+        let header = match (&self.token, &self.cert) {
+            (Some(t), _) => Some(bearer_header(t)?),
+            (None, Some(_)) => None,
+            (None, None) => {
+                return Err(CliError(
+                    "no token: pass --token or set GAVEL_TOKEN (gavel serve --dev prints some), or a client certificate (--cert, --key)".into(),
+                ));
+            }
+        };
+        let channel = self
+            .endpoint()?
             .connect()
             .await
             .map_err(|e| CliError(format!("cannot reach {}: {e}", self.server)))?;

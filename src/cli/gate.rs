@@ -7,7 +7,7 @@
 //! expired or been cancelled) an identical call is a new job, the next
 //! *generation* of the same base id (`base`, `base.1`, `base.2`, …).
 
-use super::client::{bearer_header, reason_of, refused};
+use super::client::{Conn, bearer_header, reason_of, refused};
 use crate::job::Job;
 use crate::proto::v1 as pb;
 use crate::proto::v1::decision_service_client::DecisionServiceClient;
@@ -85,69 +85,80 @@ pub enum Outcome {
 pub struct Gate {
     client: DecisionServiceClient<Channel>,
     policy: PolicyServiceClient<Channel>,
-    agent: MetadataValue<Ascii>,
-    executor: MetadataValue<Ascii>,
+    /// `None`: the client certificate is the credential.
+    agent: Option<MetadataValue<Ascii>>,
+    executor: Option<MetadataValue<Ascii>>,
     /// Per base id, the first generation not known to be used up, so a
     /// long-lived caller does not walk the whole chain on every call.
     next_generation: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-fn with_token<T>(msg: T, header: &MetadataValue<Ascii>) -> tonic::Request<T> {
+fn with_token<T>(msg: T, header: &Option<MetadataValue<Ascii>>) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert("authorization", header.clone());
+    if let Some(h) = header {
+        req.metadata_mut().insert("authorization", h.clone());
+    }
     req
 }
 
+/// The agent's and the executor's `authorization` values; `None` where the
+/// client certificate stands in.
+type Headers = (Option<MetadataValue<Ascii>>, Option<MetadataValue<Ascii>>);
+
+fn headers(conn: &Conn, executor_token: Option<&str>) -> Result<Headers, String> {
+    let agent = match (&conn.token, &conn.cert) {
+        (Some(t), _) => Some(bearer_header(t).map_err(|e| e.0)?),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err("no token: pass --token or set GAVEL_TOKEN (or a client certificate: --cert, --key)".into());
+        }
+    };
+    let executor = match executor_token {
+        Some(t) => Some(bearer_header(t).map_err(|e| e.0)?),
+        None => agent.clone(),
+    };
+    Ok((agent, executor))
+}
+
 impl Gate {
-    /// Connects to `server`; Decide is called with `agent_token`, Bind and
-    /// ReportOutcome with `executor_token` (the agent's when absent).
-    pub async fn connect(
-        server: &str,
-        agent_token: Option<&str>,
-        executor_token: Option<&str>,
-    ) -> Result<Gate, String> {
-        let gate = Gate::lazy(server, agent_token, executor_token)?;
-        let channel = Channel::from_shared(server.to_owned())
-            .map_err(|e| format!("--server `{server}`: {e}"))?
+    /// Connects to the server `conn` names; Decide is called with its token
+    /// (or its client certificate), Bind and ReportOutcome with
+    /// `executor_token` (the agent's credential when absent).
+    pub async fn connect(conn: &Conn, executor_token: Option<&str>) -> Result<Gate, String> {
+        let (agent, executor) = headers(conn, executor_token)?;
+        let channel = conn
+            .endpoint()
+            .map_err(|e| e.0)?
             .connect()
             .await
-            .map_err(|e| format!("cannot reach gavel at {server}: {e}"))?;
-        Ok(Gate {
-            client: DecisionServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
-            policy: PolicyServiceClient::new(channel),
-            ..gate
-        })
+            .map_err(|e| format!("cannot reach gavel at {}: {e}", conn.server))?;
+        Ok(Gate::over(channel, agent, executor))
     }
 
     /// As [`Gate::connect`], over a channel that connects on first use
     /// (and reconnects after the server comes back).
-    pub fn lazy(
-        server: &str,
-        agent_token: Option<&str>,
-        executor_token: Option<&str>,
-    ) -> Result<Gate, String> {
-        let channel = Channel::from_shared(server.to_owned())
-            .map_err(|e| format!("--server `{server}`: {e}"))?
+    pub fn lazy(conn: &Conn, executor_token: Option<&str>) -> Result<Gate, String> {
+        let (agent, executor) = headers(conn, executor_token)?;
+        let channel = conn
+            .endpoint()
+            .map_err(|e| e.0)?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
-        Gate::over(channel, agent_token, executor_token)
+        Ok(Gate::over(channel, agent, executor))
     }
 
     fn over(
         channel: Channel,
-        agent_token: Option<&str>,
-        executor_token: Option<&str>,
-    ) -> Result<Gate, String> {
-        let agent_token = agent_token.ok_or("no token: pass --token or set GAVEL_TOKEN")?;
-        let agent = bearer_header(agent_token).map_err(|e| e.0)?;
-        let executor = bearer_header(executor_token.unwrap_or(agent_token)).map_err(|e| e.0)?;
-        Ok(Gate {
+        agent: Option<MetadataValue<Ascii>>,
+        executor: Option<MetadataValue<Ascii>>,
+    ) -> Gate {
+        Gate {
             client: DecisionServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             policy: PolicyServiceClient::new(channel),
             agent,
             executor,
             next_generation: Arc::default(),
-        })
+        }
     }
 
     /// Decides `job` under the first id `id_of(generation)` that is not used

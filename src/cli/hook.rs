@@ -151,12 +151,7 @@ async fn decide(conn: &Conn, a: &HookArgs, payload: &[u8]) -> Result<Verdict, St
     let job = Job::from_json_value(mapping.job(&call).map_err(|e| e.0)?, &Limits::default())
         .map_err(|e| format!("the tool call does not make a valid job: {e}"))?;
     let hash = job.hash();
-    let gate = Gate::connect(
-        &conn.server,
-        conn.token.as_deref(),
-        a.door.executor_token.as_deref(),
-    )
-    .await?;
+    let gate = Gate::connect(conn, a.door.executor_token.as_deref()).await?;
     let outcome = gate
         .run(&job, |generation| {
             hook::job_id(a.agent, &call.session, hash.as_str(), generation)

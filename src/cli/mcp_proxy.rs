@@ -123,12 +123,7 @@ pub async fn run(conn: &Conn, a: McpProxyArgs) -> Result<ExitCode, super::CliErr
             "--listen {addr}: the proxy acts with the agent's token for anyone who reaches it, so it listens on loopback only"
         )));
     }
-    let gate = Gate::lazy(
-        &conn.server,
-        conn.token.as_deref(),
-        a.door.executor_token.as_deref(),
-    )
-    .map_err(err)?;
+    let gate = Gate::lazy(conn, a.door.executor_token.as_deref()).map_err(err)?;
 
     let downstream = Downstream::default();
     let progress = Relay::default();

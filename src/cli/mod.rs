@@ -226,7 +226,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             client::audit_verify(conn, o).await
         }
         Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
-        Command::Bench(cmd) => bench::run(cmd, o, &conn.server).await,
+        Command::Bench(cmd) => bench::run(cmd, o, conn).await,
         Command::Hook(a) => Ok(hook::answer_call(conn, a).await),
         Command::McpProxy(a) => mcp_proxy::run(conn, a).await,
         Command::Keys { key_file } => {
