@@ -220,4 +220,50 @@ tokens = ["sha256:00000000000000000000000000000000000000000000000000000000000000
             .unwrap();
         assert!(c.directory().is_err(), "plain tokens are refused");
     }
+
+    #[test]
+    fn tls_and_certificate_subjects_parse_and_collide_loudly() {
+        let c = Config::from_toml(
+            r#"
+[tls]
+cert = "/etc/gavel/server.pem"
+key = "/etc/gavel/server.key"
+client_ca = "/etc/gavel/clients-ca.pem"
+require_client_cert = true
+[[identities]]
+name = "alice"
+roles = ["reviewer"]
+cert_subjects = ["CN=alice,O=Example", "dns:alice.example"]
+"#,
+            "gavel.toml",
+        )
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert!(tls.require_client_cert);
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(Path::new("/etc/gavel/clients-ca.pem"))
+        );
+        let d = c.directory().unwrap();
+        let cert = crate::tls::ClientCert {
+            subject: "CN=someone,O=Example".into(),
+            names: vec!["dns:alice.example".into()],
+        };
+        assert_eq!(d.by_certificate(&cert).unwrap().unwrap().name, "alice");
+        assert!(
+            Config::from_toml(
+                "[tls]
+cert = \"a\"\n",
+                "g"
+            )
+            .is_err(),
+            "key is required"
+        );
+        let twice = Config::from_toml(
+            "[[identities]]\nname = \"a\"\ncert_subjects = [\"CN=x\"]\n[[identities]]\nname = \"b\"\ncert_subjects = [\"CN=x\"]\n",
+            "g",
+        )
+        .unwrap();
+        assert!(twice.directory().is_err(), "one subject, two people");
+    }
 }
