@@ -37,6 +37,8 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// TLS on both listeners (and client certificates); plaintext when absent.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// JWTs of one OIDC issuer accepted as bearer tokens.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,6 +68,9 @@ pub struct IdentityConfig {
     /// or alternative name (`dns:…`, `uri:…`, `email:…`, `ip:…`).
     #[serde(default)]
     pub cert_subjects: Vec<String>,
+    /// The values of the OIDC subject claim (`sub`) that name this person.
+    #[serde(default)]
+    pub jwt_subjects: Vec<String>,
 }
 
 impl Default for Config {
@@ -84,6 +89,7 @@ impl Default for Config {
             identities: Vec::new(),
             notify: crate::notify::NotifyConfig::default(),
             tls: None,
+            oidc: None,
         }
     }
 }
@@ -180,9 +186,15 @@ impl Config {
             .iter()
             .map(|i| (i.name.clone(), i.cert_subjects.clone()))
             .collect();
+        let jwts = self
+            .identities
+            .iter()
+            .map(|i| (i.name.clone(), i.jwt_subjects.clone()))
+            .collect();
         Ok(Directory::new(entries)?
             .with_slack_users(slack)?
-            .with_cert_subjects(certs)?)
+            .with_cert_subjects(certs)?
+            .with_jwt_subjects(jwts)?)
     }
 }
 

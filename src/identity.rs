@@ -68,6 +68,9 @@ pub struct Directory {
     by_token_hash: HashMap<String, usize>,
     by_slack_user: HashMap<String, usize>,
     by_cert_subject: HashMap<String, usize>,
+    by_jwt_subject: HashMap<String, usize>,
+    /// The OIDC issuer whose JWTs are accepted as bearer tokens.
+    oidc: Option<std::sync::Arc<crate::oidc::Verifier>>,
 }
 
 /// A configuration mistake in the identities.
@@ -199,21 +202,76 @@ impl Directory {
         Ok(found.map(|i| &self.identities[i]))
     }
 
-    /// The caller of a request, from its `Authorization` value and its
-    /// verified client certificate, whichever it presents. When both are
-    /// presented they must name the same person.
+    /// Adds each person's JWT subjects (`jwt_subjects`): the values of the
+    /// configured subject claim that name them.
+    pub fn with_jwt_subjects(
+        mut self,
+        subjects: Vec<(String, Vec<String>)>,
+    ) -> Result<Directory, DirectoryError> {
+        for (name, list) in subjects {
+            let idx = self
+                .identities
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
+            for subject in list {
+                if subject.is_empty() || self.by_jwt_subject.insert(subject.clone(), idx).is_some()
+                {
+                    return Err(DirectoryError(format!(
+                        "JWT subject `{subject}` of `{name}` is empty or configured for someone else"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Accepts JWTs from this issuer as bearer tokens.
+    pub fn with_oidc(mut self, verifier: std::sync::Arc<crate::oidc::Verifier>) -> Directory {
+        self.oidc = Some(verifier);
+        self
+    }
+
+    /// The identity a bearer value names: a JWT of the configured issuer
+    /// (its subject listed under a person; roles from allowed groups added)
+    /// or a static token.
+    fn by_bearer(&self, value: &str, now_ms: i64) -> Result<Identity, &'static str> {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or("the authorization metadata must be `Bearer <token>`")?
+            .trim();
+        if let Some(v) = &self.oidc
+            && crate::oidc::Verifier::looks_like_jwt(token)
+        {
+            let claims = v.verify(token, now_ms)?;
+            let &i = self
+                .by_jwt_subject
+                .get(&claims.subject)
+                .ok_or("the JWT's subject belongs to no configured identity")?;
+            let mut who = self.identities[i].clone();
+            who.roles.extend(claims.groups);
+            return Ok(who);
+        }
+        self.by_token(token).cloned().ok_or("unknown token")
+    }
+
+    /// The caller of a request, from its `Authorization` value (a static
+    /// token or an OIDC JWT) and its verified client certificate, whichever
+    /// it presents. When both are presented they must name the same person.
     pub fn caller(
         &self,
         authorization: Option<&str>,
         cert: Option<&crate::tls::ClientCert>,
-    ) -> Result<&Identity, &'static str> {
+        now_ms: i64,
+    ) -> Result<Identity, &'static str> {
         let by_cert = match cert {
             Some(c) => self.by_certificate(c)?,
             None => None,
         };
         match authorization {
             Some(value) => {
-                let by_token = self.by_authorization(value)?.ok_or("unknown token")?;
+                let by_token = self.by_bearer(value, now_ms)?;
                 match by_cert {
                     Some(c) if c.name != by_token.name => {
                         Err("the client certificate and the token name different identities")
@@ -221,7 +279,7 @@ impl Directory {
                     _ => Ok(by_token),
                 }
             }
-            None => by_cert.ok_or(match cert {
+            None => by_cert.cloned().ok_or(match cert {
                 Some(_) => "the client certificate belongs to no configured identity",
                 None => "missing `authorization: Bearer <token>` (or a client certificate)",
             }),

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod job;
 pub mod mcp;
 pub mod notify;
+pub mod oidc;
 pub mod policy;
 pub mod receipt;
 pub mod refusal;

@@ -287,10 +287,26 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 acts_for: vec![],
                 slack_user_ids: vec![],
                 cert_subjects: vec![],
+                jwt_subjects: vec![],
             })
             .collect();
     }
-    let directory = config.directory()?;
+    let mut directory = config.directory()?;
+    if let Some(oidc) = &config.oidc {
+        let verifier = Arc::new(
+            crate::oidc::Verifier::new(oidc.clone()).map_err(|e| CliError(e.to_string()))?,
+        );
+        let client = crate::notify::outbound_client()
+            .map_err(|e| CliError(format!("cannot build the HTTP client: {e}")))?;
+        // A key set that cannot be fetched at start stops the start: no
+        // token could be verified.
+        verifier
+            .refresh(&client)
+            .await
+            .map_err(|e| CliError(e.to_string()))?;
+        verifier.keep_fresh(client);
+        directory = directory.with_oidc(verifier);
+    }
 
     if let Some(parent) = sqlite_parent(&config.database_url)
         && !parent.as_os_str().is_empty()

@@ -41,7 +41,11 @@ impl Grpc {
         let peer = req.extensions().get::<crate::tls::Peer>();
         self.engine
             .directory()
-            .caller(value, peer.and_then(|p| p.cert.as_deref()))
+            .caller(
+                value,
+                peer.and_then(|p| p.cert.as_deref()),
+                self.engine.now(),
+            )
             .map_err(|m| {
                 if m.starts_with("missing") {
                     unauthenticated("missing `authorization: Bearer <token>` metadata")
@@ -49,7 +53,6 @@ impl Grpc {
                     unauthenticated(m)
                 }
             })
-            .cloned()
     }
 }
 

@@ -116,6 +116,11 @@ pub fn directory() -> Directory {
         ),
     ])
     .unwrap()
+    .with_jwt_subjects(vec![
+        ("alice".into(), vec!["idp|alice".into()]),
+        ("bob".into(), vec!["idp|bob".into()]),
+    ])
+    .unwrap()
 }
 
 /// A running server and what a test needs to talk to it.
@@ -152,6 +157,8 @@ pub struct Spawn {
     pub http: HttpOptions,
     /// TLS on both listeners.
     pub tls: Option<Arc<gavel::tls::Tls>>,
+    /// JWTs of this issuer accepted as bearer tokens.
+    pub oidc: Option<Arc<gavel::oidc::Verifier>>,
 }
 
 impl Spawn {
@@ -165,6 +172,7 @@ impl Spawn {
             replica: "main",
             http: HttpOptions::default(),
             tls: None,
+            oidc: None,
         }
     }
 }
@@ -194,7 +202,10 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     let engine = Engine::start(EngineSettings {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
-        directory: directory(),
+        directory: match opts.oidc {
+            Some(v) => directory().with_oidc(v),
+            None => directory(),
+        },
         signer: gavel::receipt::ReceiptSigner::from_seed([42; 32]),
         // An empty policy starts the engine with none (readiness tests).
         policy: (!opts.policy.is_empty()).then(|| InitialPolicy {

@@ -11,6 +11,7 @@ mod jcs;
 mod matchers;
 mod mcp;
 mod notify;
+mod oidc;
 mod openapi;
 mod pg;
 mod policy_load;

@@ -316,7 +316,7 @@ impl FromRequestParts<State> for Caller {
         state
             .engine
             .directory()
-            .caller(value, cert)
+            .caller(value, cert, state.engine.now())
             .map_err(|m| match m {
                 "the authorization metadata must be `Bearer <token>`" => {
                     unauthenticated("the Authorization header must be `Bearer <token>`")
@@ -326,7 +326,6 @@ impl FromRequestParts<State> for Caller {
                 }
                 m => unauthenticated(m),
             })
-            .cloned()
             .map(Caller)
     }
 }
