@@ -541,3 +541,82 @@ async fn the_cli_speaks_tls_with_a_token_or_a_client_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `gavel serve --config` with a `[tls]` table, end to end: the server says
+/// TLS is on, the CLI reaches it with a client certificate, and plaintext
+/// does not.
+#[test]
+fn gavel_serve_reads_its_tls_table() {
+    let pki = Pki::new();
+    let alice = pki.alice();
+    std::fs::write(pki.path("alice.pem"), &alice.cert).unwrap();
+    std::fs::write(pki.path("alice.key"), &alice.key).unwrap();
+    let policy = pki.path("policy.yaml");
+    std::fs::write(
+        &policy,
+        "version: v1\nname: tls\ndefaults:\n  decision: require_approval\n  approval: { approvers: 1, roles: [reviewer] }\nrules: []\n",
+    )
+    .unwrap();
+    let config = format!(
+        "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{db}\"\npolicy = \"{policy}\"\nreceipt_key = \"{key}\"\n[tls]\ncert = \"{cert}\"\nkey = \"{skey}\"\nclient_ca = \"{ca}\"\n[[identities]]\nname = \"alice\"\nroles = [\"reviewer\"]\ncert_subjects = [\"CN=alice,O=gavel tests\"]\n",
+        db = pki.path("g.db").display(),
+        policy = policy.display(),
+        key = pki.path("receipt.key").display(),
+        cert = pki.path("server.pem").display(),
+        skey = pki.path("server.key").display(),
+        ca = pki.path("ca.pem").display(),
+    );
+    std::fs::write(pki.path("gavel.toml"), config).unwrap();
+    let bin = env!("CARGO_BIN_EXE_gavel");
+    let mut server = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(pki.path("gavel.toml"))
+        .env_remove("GAVEL_GRPC_LISTEN")
+        .env_remove("GAVEL_HTTP_LISTEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("gavel listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let second = lines.next().unwrap().unwrap();
+    assert_eq!(
+        second,
+        "TLS on both listeners; client certificates accepted"
+    );
+    let port = addr.rsplit(':').next().unwrap();
+    let run = |server_url: String, extra: &[&str]| {
+        std::process::Command::new(bin)
+            .args(["list", "--server", &server_url])
+            .args(extra)
+            .env_remove("GAVEL_TOKEN")
+            .env_remove("GAVEL_SERVER")
+            .output()
+            .unwrap()
+    };
+    let ca = pki.path("ca.pem").display().to_string();
+    let cert = pki.path("alice.pem").display().to_string();
+    let key = pki.path("alice.key").display().to_string();
+    let ok = run(
+        format!("https://localhost:{port}"),
+        &["--ca", &ca, "--cert", &cert, "--key", &key],
+    );
+    let plain = run(format!("http://{addr}"), &["--token", "whatever"]);
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(plain.status.code(), Some(1));
+}
