@@ -73,6 +73,24 @@ pub struct Directory {
     oidc: Option<std::sync::Arc<crate::oidc::Verifier>>,
 }
 
+/// The kinds of credential indexed besides tokens.
+#[derive(Clone, Copy)]
+enum Handle {
+    Slack,
+    Cert,
+    Jwt,
+}
+
+impl Handle {
+    fn what(self) -> &'static str {
+        match self {
+            Handle::Slack => "Slack user id",
+            Handle::Cert => "certificate subject",
+            Handle::Jwt => "JWT subject",
+        }
+    }
+}
+
 /// A configuration mistake in the identities.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("identities: {0}")]
@@ -140,20 +158,7 @@ impl Directory {
         mut self,
         ids: Vec<(String, Vec<String>)>,
     ) -> Result<Directory, DirectoryError> {
-        for (name, users) in ids {
-            let idx = self
-                .identities
-                .iter()
-                .position(|i| i.name == name)
-                .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
-            for u in users {
-                if u.is_empty() || self.by_slack_user.insert(u.clone(), idx).is_some() {
-                    return Err(DirectoryError(format!(
-                        "Slack user id `{u}` of `{name}` is empty or configured for someone else"
-                    )));
-                }
-            }
-        }
+        self.index(Handle::Slack, ids)?;
         Ok(self)
     }
 
@@ -164,22 +169,7 @@ impl Directory {
         mut self,
         subjects: Vec<(String, Vec<String>)>,
     ) -> Result<Directory, DirectoryError> {
-        for (name, list) in subjects {
-            let idx = self
-                .identities
-                .iter()
-                .position(|i| i.name == name)
-                .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
-            for subject in list {
-                if subject.trim().is_empty()
-                    || self.by_cert_subject.insert(subject.clone(), idx).is_some()
-                {
-                    return Err(DirectoryError(format!(
-                        "certificate subject `{subject}` of `{name}` is empty or configured for someone else"
-                    )));
-                }
-            }
-        }
+        self.index(Handle::Cert, subjects)?;
         Ok(self)
     }
 
@@ -208,22 +198,37 @@ impl Directory {
         mut self,
         subjects: Vec<(String, Vec<String>)>,
     ) -> Result<Directory, DirectoryError> {
-        for (name, list) in subjects {
+        self.index(Handle::Jwt, subjects)?;
+        Ok(self)
+    }
+
+    /// Indexes one kind of credential: each value names one person.
+    fn index(
+        &mut self,
+        kind: Handle,
+        lists: Vec<(String, Vec<String>)>,
+    ) -> Result<(), DirectoryError> {
+        for (name, list) in lists {
             let idx = self
                 .identities
                 .iter()
                 .position(|i| i.name == name)
                 .ok_or_else(|| DirectoryError(format!("no identity `{name}`")))?;
-            for subject in list {
-                if subject.is_empty() || self.by_jwt_subject.insert(subject.clone(), idx).is_some()
-                {
+            let map = match kind {
+                Handle::Slack => &mut self.by_slack_user,
+                Handle::Cert => &mut self.by_cert_subject,
+                Handle::Jwt => &mut self.by_jwt_subject,
+            };
+            for value in list {
+                if value.trim().is_empty() || map.insert(value.clone(), idx).is_some() {
                     return Err(DirectoryError(format!(
-                        "JWT subject `{subject}` of `{name}` is empty or configured for someone else"
+                        "{} `{value}` of `{name}` is empty or configured for someone else",
+                        kind.what()
                     )));
                 }
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Accepts JWTs from this issuer as bearer tokens.
