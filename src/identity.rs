@@ -73,6 +73,15 @@ pub struct Directory {
     oidc: Option<std::sync::Arc<crate::oidc::Verifier>>,
 }
 
+/// The token in an `Authorization: Bearer <token>` value.
+fn bearer_token(value: &str) -> Result<&str, &'static str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or("the authorization metadata must be `Bearer <token>`")
+}
+
 /// The kinds of credential indexed besides tokens.
 #[derive(Clone, Copy)]
 enum Handle {
@@ -138,11 +147,7 @@ impl Directory {
     /// every door that carries one: `Err` when the value is not of that
     /// form, `Ok(None)` for a token nobody holds.
     pub fn by_authorization(&self, value: &str) -> Result<Option<&Identity>, &'static str> {
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or("the authorization metadata must be `Bearer <token>`")?;
-        Ok(self.by_token(token.trim()))
+        Ok(self.by_token(bearer_token(value)?))
     }
 
     /// The identity a bearer token belongs to.
@@ -241,11 +246,7 @@ impl Directory {
     /// (its subject listed under a person; roles from allowed groups added)
     /// or a static token.
     fn by_bearer(&self, value: &str, now_ms: i64) -> Result<Identity, &'static str> {
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or("the authorization metadata must be `Bearer <token>`")?
-            .trim();
+        let token = bearer_token(value)?;
         if let Some(v) = &self.oidc
             && crate::oidc::Verifier::looks_like_jwt(token)
         {
