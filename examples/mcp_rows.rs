@@ -1,6 +1,7 @@
 //! A small MCP server to put `gavel mcp-proxy` in front of: tools over a
 //! pretend table (`read_rows`, `delete_rows`, `drop_table`, and
-//! `stall_rows`, which never finishes unless cancelled), one resource and
+//! `stall_rows` and `read_follow`, which never finish unless cancelled),
+//! one resource and
 //! one prompt. Every tool call it receives is appended to the record file
 //! as one JSON line (`{"tool":…, "arguments":…}`, plus `"constraints"` when
 //! gavel's constraints came along in `_meta`), so a test can see exactly
@@ -84,7 +85,12 @@ impl ServerHandler for Rows {
                 schema(filter),
             ),
             Tool::new("drop_table", "Drop a whole table", schema(table.clone())),
-            Tool::new("stall_rows", "Wait until cancelled", schema(table)),
+            Tool::new("stall_rows", "Wait until cancelled", schema(table.clone())),
+            Tool::new(
+                "read_follow",
+                "Follow a table until cancelled",
+                schema(table),
+            ),
         ]))
     }
 
@@ -101,7 +107,7 @@ impl ServerHandler for Rows {
             let _ = ctx.peer.notify_progress(p).await;
         }
         let text = match req.name.as_ref() {
-            "stall_rows" => {
+            "stall_rows" | "read_follow" => {
                 self.record(&req.name, &args, &meta)?;
                 ctx.ct.cancelled().await;
                 return Err(McpError::internal_error("cancelled", None));

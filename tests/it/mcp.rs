@@ -237,7 +237,7 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
     // tools/list hides what the policy always denies.
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["read_rows", "delete_rows", "stall_rows"]);
+    assert_eq!(names, ["read_rows", "delete_rows", "stall_rows", "read_follow"]);
 
     // Resources and prompts pass through unchanged.
     let res = client.list_all_resources().await.unwrap();
@@ -552,12 +552,30 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         received(&record)[1],
         json!({"tool": "delete_rows", "arguments": held})
     );
-    // The upstream's own progress reaches the agent under the agent's token
-    // (the guard only turns a missing relay into a failure, not a hang).
+    // The upstream's own progress about a call in flight reaches the agent
+    // under the agent's token; the agent cancelling the call cancels it
+    // upstream, and its job is reported failed. (The guard only turns a
+    // missing relay into a failure instead of a hang.)
+    let follow = json!({"table": "users"});
+    let handle = plain
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(call(
+                "read_follow",
+                follow.clone(),
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let ours = match &handle.progress_token.0 {
+        NumberOrString::String(s) => s.to_string(),
+        NumberOrString::Number(n) => n.to_string(),
+    };
     let relayed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
             let (token, said) = progress.recv().await.unwrap();
-            if said == "delete_rows started" {
+            if said == "read_follow started" {
                 return token;
             }
         }
@@ -565,6 +583,25 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
     .await
     .expect("the upstream's progress relayed");
     assert_eq!(relayed, ours);
+    handle.cancel(Some("enough".into())).await.unwrap();
+    let following = expected_id("read_follow", follow, 0);
+    let mut executor = app.as_("executor").await;
+    let mut events = executor
+        .decision
+        .watch_job(pb::WatchJobRequest {
+            job_id: following.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = loop {
+        let ev = events.message().await.unwrap().expect("the job ends");
+        let state = ev.job.unwrap().state;
+        if state != pb::JobState::Bound as i32 {
+            break state;
+        }
+    };
+    assert_eq!(last, pb::JobState::Failed as i32);
     plain.cancel().await.unwrap();
 
     // A client with the Tasks extension gets a task at once; it completes
@@ -612,7 +649,7 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         other => panic!("expected completed, got {other:?}"),
     }
     assert_eq!(
-        received(&record)[2],
+        received(&record)[3],
         json!({"tool": "delete_rows", "arguments": approved})
     );
 
@@ -640,7 +677,7 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         }
         other => panic!("expected failed, got {other:?}"),
     }
-    assert_eq!(received(&record).len(), 3);
+    assert_eq!(received(&record).len(), 4);
     tasked.cancel().await.unwrap();
 }
 
