@@ -237,7 +237,10 @@ async fn stdio_calls_are_decided_approved_and_bound_once() {
     // tools/list hides what the policy always denies.
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["read_rows", "delete_rows", "stall_rows", "read_follow"]);
+    assert_eq!(
+        names,
+        ["read_rows", "delete_rows", "stall_rows", "read_follow"]
+    );
 
     // Resources and prompts pass through unchanged.
     let res = client.list_all_resources().await.unwrap();
