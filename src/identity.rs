@@ -73,13 +73,33 @@ pub struct Directory {
     oidc: Option<std::sync::Arc<crate::oidc::Verifier>>,
 }
 
+/// Why a request names nobody. Each door words the first two in its own
+/// terms (a gRPC metadata key, an HTTP header); the rest are said as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCaller {
+    /// Neither a bearer token nor a client certificate.
+    NoCredential,
+    /// An authorization value that is not `Bearer <token>`.
+    NotBearer,
+    /// A credential that names nobody, or two credentials that disagree.
+    Refused(&'static str),
+}
+
+impl From<&'static str> for NoCaller {
+    fn from(m: &'static str) -> NoCaller {
+        NoCaller::Refused(m)
+    }
+}
+
+const NOT_BEARER: &str = "the authorization metadata must be `Bearer <token>`";
+
 /// The token in an `Authorization: Bearer <token>` value.
 fn bearer_token(value: &str) -> Result<&str, &'static str> {
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or("the authorization metadata must be `Bearer <token>`")
+        .ok_or(NOT_BEARER)
 }
 
 /// The kinds of credential indexed besides tokens.
@@ -245,8 +265,8 @@ impl Directory {
     /// The identity a bearer value names: a JWT of the configured issuer
     /// (its subject listed under a person; roles from allowed groups added)
     /// or a static token.
-    fn by_bearer(&self, value: &str, now_ms: i64) -> Result<Identity, &'static str> {
-        let token = bearer_token(value)?;
+    fn by_bearer(&self, value: &str, now_ms: i64) -> Result<Identity, NoCaller> {
+        let token = bearer_token(value).map_err(|_| NoCaller::NotBearer)?;
         if let Some(v) = &self.oidc
             && crate::oidc::Verifier::looks_like_jwt(token)
         {
@@ -254,12 +274,16 @@ impl Directory {
             let &i = self
                 .by_jwt_subject
                 .get(&claims.subject)
-                .ok_or("the JWT's subject belongs to no configured identity")?;
+                .ok_or(NoCaller::Refused(
+                    "the JWT's subject belongs to no configured identity",
+                ))?;
             let mut who = self.identities[i].clone();
             who.roles.extend(claims.groups);
             return Ok(who);
         }
-        self.by_token(token).cloned().ok_or("unknown token")
+        self.by_token(token)
+            .cloned()
+            .ok_or(NoCaller::Refused("unknown token"))
     }
 
     /// The caller of a request, from its `Authorization` value (a static
@@ -270,7 +294,7 @@ impl Directory {
         authorization: Option<&str>,
         cert: Option<&crate::tls::ClientCert>,
         now_ms: i64,
-    ) -> Result<Identity, &'static str> {
+    ) -> Result<Identity, NoCaller> {
         let by_cert = match cert {
             Some(c) => self.by_certificate(c)?,
             None => None,
@@ -279,15 +303,17 @@ impl Directory {
             Some(value) => {
                 let by_token = self.by_bearer(value, now_ms)?;
                 match by_cert {
-                    Some(c) if c.name != by_token.name => {
-                        Err("the client certificate and the token name different identities")
-                    }
+                    Some(c) if c.name != by_token.name => Err(NoCaller::Refused(
+                        "the client certificate and the token name different identities",
+                    )),
                     _ => Ok(by_token),
                 }
             }
             None => by_cert.cloned().ok_or(match cert {
-                Some(_) => "the client certificate belongs to no configured identity",
-                None => "missing `authorization: Bearer <token>` (or a client certificate)",
+                Some(_) => {
+                    NoCaller::Refused("the client certificate belongs to no configured identity")
+                }
+                None => NoCaller::NoCredential,
             }),
         }
     }

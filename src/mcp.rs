@@ -95,18 +95,7 @@ impl Mapping {
             let at = format!("{file}: tools[{i}]");
             let pattern =
                 Pattern::parse(&r.pattern).map_err(|e| MapError(format!("{at}.match: {e}")))?;
-            for (k, v) in &r.attributes {
-                if RESERVED.contains(&k.as_str()) {
-                    return Err(MapError(format!(
-                        "{at}.attributes.{k}: set by the proxy itself"
-                    )));
-                }
-                if !(v.is_string() || v.is_number() || v.is_boolean()) {
-                    return Err(MapError(format!(
-                        "{at}.attributes.{k}: must be a string, number or bool"
-                    )));
-                }
-            }
+            crate::hook::check_attributes(&at, &r.attributes, RESERVED)?;
             rules.push(Rule { pattern, raw: r });
         }
         Ok(Mapping {

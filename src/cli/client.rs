@@ -94,16 +94,20 @@ impl Conn {
         crate::tls::endpoint(&self.server, &self.tls_files()).map_err(CliError)
     }
 
+    /// The `authorization` value to call with: the token's, or none when a
+    /// client certificate stands in for it.
+    pub fn authorization(&self) -> Result<Option<MetadataValue<Ascii>>, CliError> {
+        match (&self.token, &self.cert) {
+            (Some(t), _) => Ok(Some(bearer_header(t)?)),
+            (None, Some(_)) => Ok(None),
+            (None, None) => Err(CliError(
+                "no token: pass --token or set GAVEL_TOKEN (gavel serve --dev prints some), or a client certificate (--cert, --key)".into(),
+            )),
+        }
+    }
+
     pub async fn connect(&self) -> Result<Clients, CliError> {
-        let header = match (&self.token, &self.cert) {
-            (Some(t), _) => Some(bearer_header(t)?),
-            (None, Some(_)) => None,
-            (None, None) => {
-                return Err(CliError(
-                    "no token: pass --token or set GAVEL_TOKEN (gavel serve --dev prints some), or a client certificate (--cert, --key)".into(),
-                ));
-            }
-        };
+        let header = self.authorization()?;
         let channel = self
             .endpoint()?
             .connect()

@@ -106,13 +106,7 @@ fn with_token<T>(msg: T, header: &Option<MetadataValue<Ascii>>) -> tonic::Reques
 type Headers = (Option<MetadataValue<Ascii>>, Option<MetadataValue<Ascii>>);
 
 fn headers(conn: &Conn, executor_token: Option<&str>) -> Result<Headers, String> {
-    let agent = match (&conn.token, &conn.cert) {
-        (Some(t), _) => Some(bearer_header(t).map_err(|e| e.0)?),
-        (None, Some(_)) => None,
-        (None, None) => {
-            return Err("no token: pass --token or set GAVEL_TOKEN (or a client certificate: --cert, --key)".into());
-        }
-    };
+    let agent = conn.authorization().map_err(|e| e.0)?;
     let executor = match executor_token {
         Some(t) => Some(bearer_header(t).map_err(|e| e.0)?),
         None => agent.clone(),

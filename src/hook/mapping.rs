@@ -192,13 +192,7 @@ impl Mapping {
                     "{at}: `patch: true` needs the `target` field holding the patch"
                 )));
             }
-            for (k, v) in &r.attributes {
-                if !(v.is_string() || v.is_number() || v.is_boolean()) {
-                    return Err(MapError(format!(
-                        "{at}.attributes.{k}: must be a string, number or bool"
-                    )));
-                }
-            }
+            check_attributes(&at, &r.attributes, &[])?;
             rules.push(Rule { pattern, raw: r });
         }
         Ok(Mapping { tenant, rules })
@@ -300,6 +294,28 @@ impl Mapping {
         }
         out
     }
+}
+
+/// Checks a mapping rule's fixed attributes: plain values only, none of the
+/// names the door sets itself (`reserved`).
+pub(crate) fn check_attributes(
+    at: &str,
+    attributes: &BTreeMap<String, Value>,
+    reserved: &[&str],
+) -> Result<(), MapError> {
+    for (k, v) in attributes {
+        if reserved.contains(&k.as_str()) {
+            return Err(MapError(format!(
+                "{at}.attributes.{k}: set by the door itself"
+            )));
+        }
+        if !(v.is_string() || v.is_number() || v.is_boolean()) {
+            return Err(MapError(format!(
+                "{at}.attributes.{k}: must be a string, number or bool"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The files an `apply_patch` body adds, updates, deletes or moves to.

@@ -9,6 +9,7 @@
 
 mod mapping;
 
+pub(crate) use mapping::check_attributes;
 pub use mapping::{MapError, Mapping};
 
 use serde_json::{Map, Value, json};

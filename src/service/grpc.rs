@@ -3,7 +3,7 @@
 
 use super::convert::{self, invalid, status};
 use crate::engine::{ApprovalQuery, Approve, BindContent, Engine, ExportFilter};
-use crate::identity::Identity;
+use crate::identity::{Identity, NoCaller};
 use crate::policy::Channel;
 use crate::proto::v1 as pb;
 use crate::proto::v1::approval_service_server::ApprovalService;
@@ -46,12 +46,14 @@ impl Grpc {
                 peer.and_then(|p| p.cert.as_deref()),
                 self.engine.now(),
             )
-            .map_err(|m| {
-                if m.starts_with("missing") {
+            .map_err(|e| match e {
+                NoCaller::NoCredential => {
                     unauthenticated("missing `authorization: Bearer <token>` metadata")
-                } else {
-                    unauthenticated(m)
                 }
+                NoCaller::NotBearer => {
+                    unauthenticated("the authorization metadata must be `Bearer <token>`")
+                }
+                NoCaller::Refused(m) => unauthenticated(m),
             })
     }
 }

@@ -460,15 +460,20 @@ async fn pending_job(app: &TestApp, topic: &str) -> String {
     job.job_id.clone()
 }
 
+/// A progress token as text.
+fn token_text(t: &rmcp::model::ProgressToken) -> String {
+    match &t.0 {
+        NumberOrString::String(s) => s.to_string(),
+        NumberOrString::Number(n) => n.to_string(),
+    }
+}
+
 /// A client that passes on the progress it is sent: (token, message).
 struct Progress(tokio::sync::mpsc::UnboundedSender<(String, String)>);
 
 impl ClientHandler for Progress {
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        let token = match p.progress_token.0 {
-            NumberOrString::String(s) => s.to_string(),
-            NumberOrString::Number(n) => n.to_string(),
-        };
+        let token = token_text(&p.progress_token);
         let _ = self.0.send((token, p.message.unwrap_or_default()));
     }
 }
@@ -528,10 +533,7 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         )
         .await
         .unwrap();
-    let ours = match &handle.progress_token.0 {
-        NumberOrString::String(s) => s.to_string(),
-        NumberOrString::Number(n) => n.to_string(),
-    };
+    let ours = token_text(&handle.progress_token);
     let waiting = tokio::spawn(handle.await_response());
     let id = expected_id("delete_rows", held.clone(), 0);
     // (The read's own progress, relayed, may come first.)
@@ -571,10 +573,7 @@ async fn http_calls_are_held_or_run_as_tasks_until_approved() {
         )
         .await
         .unwrap();
-    let ours = match &handle.progress_token.0 {
-        NumberOrString::String(s) => s.to_string(),
-        NumberOrString::Number(n) => n.to_string(),
-    };
+    let ours = token_text(&handle.progress_token);
     let relayed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
             let (token, said) = progress.recv().await.unwrap();

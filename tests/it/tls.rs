@@ -156,6 +156,15 @@ async fn as_cert(
     clients(channel(app, &pki.ca.pem, cert).await.unwrap(), token)
 }
 
+/// The job the first test decides, read by `c`.
+async fn read_job(c: &mut Clients) -> Result<tonic::Response<pb::GetJobResponse>, tonic::Status> {
+    c.decision
+        .get_job(pb::GetJobRequest {
+            job_id: "tls-1".into(),
+        })
+        .await
+}
+
 fn reason(s: &tonic::Status) -> (tonic::Code, String) {
     (s.code(), s.message().to_owned())
 }
@@ -212,13 +221,7 @@ async fn client_certificates_name_people_on_both_doors() {
     // the two credentials disagree: refused.
     let bob = pki.bob();
     let mut mixed = as_cert(&app, &pki, Some(&bob), Some(token("alice"))).await;
-    let e = mixed
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "tls-1".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = read_job(&mut mixed).await.unwrap_err();
     assert_eq!(
         reason(&e),
         (
@@ -227,24 +230,12 @@ async fn client_certificates_name_people_on_both_doors() {
         )
     );
     let mut as_bob = as_cert(&app, &pki, Some(&bob), None).await;
-    as_bob
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "tls-1".into(),
-        })
-        .await
-        .unwrap();
+    read_job(&mut as_bob).await.unwrap();
 
     // A valid certificate nobody is configured for is nobody.
     let nobody = pki.ca.issue("nobody", Some("gavel tests"), vec![]);
     let mut stranger = as_cert(&app, &pki, Some(&nobody), None).await;
-    let e = stranger
-        .decision
-        .get_job(pb::GetJobRequest {
-            job_id: "tls-1".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = read_job(&mut stranger).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
 
     // Alice's name on a certificate from another CA: no handshake.

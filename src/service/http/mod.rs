@@ -13,7 +13,7 @@ mod page;
 mod slack;
 
 use crate::engine::Engine;
-use crate::identity::Identity;
+use crate::identity::{Identity, NoCaller};
 use crate::refusal::{Reason, Refusal};
 use crate::service::status::http_status;
 use axum::Router;
@@ -317,14 +317,14 @@ impl FromRequestParts<State> for Caller {
             .engine
             .directory()
             .caller(value, cert, state.engine.now())
-            .map_err(|m| match m {
-                "the authorization metadata must be `Bearer <token>`" => {
-                    unauthenticated("the Authorization header must be `Bearer <token>`")
-                }
-                m if m.starts_with("missing") => {
+            .map_err(|e| match e {
+                NoCaller::NoCredential => {
                     unauthenticated("missing `Authorization: Bearer <token>` header")
                 }
-                m => unauthenticated(m),
+                NoCaller::NotBearer => {
+                    unauthenticated("the Authorization header must be `Bearer <token>`")
+                }
+                NoCaller::Refused(m) => unauthenticated(m),
             })
             .map(Caller)
     }
