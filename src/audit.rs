@@ -3,7 +3,9 @@
 //! what their hashes must be.
 //!
 //! `entry_hash = sha256(prev_hash ‖ JCS(entry))`, where `entry` is the
-//! object `{chain, seq, at, actor, job_id, snapshot_id, kind, body}` and
+//! object `{chain, seq, at, actor, job_id, snapshot_id, kind, body}`, with
+//! `tenant` added when the entry has one (entries written before tenants
+//! existed hash as they always did), and
 //! `prev_hash` is the previous entry's hash in hex (64 zeros for the first
 //! entry of a chain). Each replica appends to its own chain.
 
@@ -76,6 +78,8 @@ pub struct AuditEvent {
     /// Empty for events about no job (policy reloads, revocations).
     pub job_id: String,
     pub snapshot_id: String,
+    /// The tenant whose job or policy it is; empty for none.
+    pub tenant: String,
     pub body: Value,
 }
 
@@ -84,6 +88,7 @@ impl AuditEvent {
     pub fn policy_reload(
         actor: &str,
         scope: &str,
+        tenant: &str,
         snapshot_id: &str,
         name: &str,
         rules: i64,
@@ -94,17 +99,24 @@ impl AuditEvent {
             actor: actor.to_owned(),
             job_id: String::new(),
             snapshot_id: snapshot_id.to_owned(),
+            tenant: tenant.to_owned(),
             body: json!({ "previous": previous, "name": name, "rules": rules, "scope": scope }),
         }
     }
 
     /// A snapshot was revoked: its jobs can no longer be bound.
-    pub fn snapshot_revoked(actor: &str, snapshot_id: &str, reason: &str) -> AuditEvent {
+    pub fn snapshot_revoked(
+        actor: &str,
+        snapshot_id: &str,
+        tenant: &str,
+        reason: &str,
+    ) -> AuditEvent {
         AuditEvent {
             kind: EventKind::SnapshotRevoked,
             actor: actor.to_owned(),
             job_id: String::new(),
             snapshot_id: snapshot_id.to_owned(),
+            tenant: tenant.to_owned(),
             body: json!({ "reason": reason }),
         }
     }
@@ -122,6 +134,9 @@ pub struct AuditEntry {
     pub actor: String,
     pub job_id: String,
     pub snapshot_id: String,
+    /// The tenant whose job or policy it is; empty for none.
+    #[serde(default)]
+    pub tenant: String,
     /// Kept as stored: a tampered row with an unknown kind must still be
     /// read, so verification can name it.
     pub kind: String,
@@ -130,7 +145,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// The hash this entry's content and `prev_hash` imply:
-    /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body}))`.
+    /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body[, tenant]}))`.
     pub fn expected_hash(&self) -> String {
         self.hash_with_body(&to_jcs(&self.body))
     }
@@ -158,6 +173,10 @@ impl AuditEntry {
         write_jcs(&mut text, &Value::from(self.seq));
         text.push_str(",\"snapshot_id\":");
         write_string(&mut text, &self.snapshot_id);
+        if !self.tenant.is_empty() {
+            text.push_str(",\"tenant\":");
+            write_string(&mut text, &self.tenant);
+        }
         text.push('}');
         sha256_hex(text.as_bytes())
     }
@@ -195,6 +214,7 @@ impl ChainHead {
             actor: event.actor,
             job_id: event.job_id,
             snapshot_id: event.snapshot_id,
+            tenant: event.tenant,
             kind: event.kind.as_str().to_owned(),
             body: event.body,
         };
@@ -294,6 +314,11 @@ mod tests {
                     actor: "alice".into(),
                     job_id: "job-1".into(),
                     snapshot_id: "snap".into(),
+                    tenant: if seq % 2 == 0 {
+                        "pay".into()
+                    } else {
+                        String::new()
+                    },
                     body: json!({ "n": seq }),
                 };
                 head.append(event, 1000 + seq).0
@@ -303,7 +328,7 @@ mod tests {
 
     /// The hash as SPEC §10 defines it, built the plain way.
     fn plain_hash(e: &AuditEntry) -> String {
-        let entry = json!({
+        let mut entry = json!({
             "chain": e.chain,
             "seq": e.seq,
             "at": e.at,
@@ -313,6 +338,9 @@ mod tests {
             "kind": e.kind,
             "body": e.body,
         });
+        if !e.tenant.is_empty() {
+            entry["tenant"] = json!(e.tenant);
+        }
         sha256_hex(format!("{}{}", e.prev_hash, to_jcs(&entry)).as_bytes())
     }
 
@@ -324,6 +352,7 @@ mod tests {
             actor: "a\\b \u{1F600}".into(),
             job_id: "job:1".into(),
             snapshot_id: String::new(),
+            tenant: "t\u{e9}".into(),
             body: json!({ "z": [1.5, -0.0, 1e21], "a": { "\u{e000}": null, "b": "\n" } }),
         };
         let (e, body) = head.append(event, -5);
@@ -336,6 +365,7 @@ mod tests {
                 actor: String::new(),
                 job_id: String::new(),
                 snapshot_id: "s".into(),
+                tenant: String::new(),
                 body: json!({}),
             },
             i64::MAX,
@@ -390,6 +420,13 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(r.first_bad_seq, Some(3));
         assert!(r.problem.unwrap().contains("modified"));
+
+        let mut c = chain(5);
+        c[1].tenant = "other".into();
+        assert_eq!(verify(&c).first_bad_seq, Some(2), "a moved tenant is seen");
+        let mut c = chain(5);
+        c[0].tenant = "pay".into();
+        assert_eq!(verify(&c).first_bad_seq, Some(1), "an added tenant is seen");
 
         let mut c = chain(5);
         c.remove(1);

@@ -436,6 +436,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                         source: policies[i % policies.len()].clone(),
                         filename: format!("bench-{i}.yaml"),
                         dry_run: false,
+                        tenant: String::new(),
                     })
                     .await;
                 tally.reloading.store(false, Ordering::SeqCst);

@@ -39,6 +39,9 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// JWTs of one OIDC issuer accepted as bearer tokens.
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// `[tenants.<name>]`: the tenants of a multi-tenant installation
+    /// (none: single-tenant).
+    pub tenants: std::collections::BTreeMap<String, crate::tenant::TenantConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +74,9 @@ pub struct IdentityConfig {
     /// The values of the OIDC subject claim (`sub`) that name this person.
     #[serde(default)]
     pub jwt_subjects: Vec<String>,
+    /// The tenants whose jobs this identity works with, or `["*"]` for
+    /// all; required once tenants are declared, refused before.
+    pub tenants: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -90,6 +96,7 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             tls: None,
             oidc: None,
+            tenants: Default::default(),
         }
     }
 }
@@ -160,22 +167,32 @@ impl Config {
         Ok(())
     }
 
+    /// The declared tenants.
+    pub fn tenancy(&self) -> Result<crate::tenant::Tenancy, ConfigError> {
+        crate::tenant::Tenancy::new(self.tenants.clone()).map_err(ConfigError::Invalid)
+    }
+
     /// The identity directory the configuration describes.
     pub fn directory(&self) -> Result<Directory, ConfigError> {
+        let tenancy = self.tenancy()?;
         let entries = self
             .identities
             .iter()
             .map(|i| {
-                (
+                let tenants = tenancy
+                    .membership(&i.name, i.tenants.as_deref())
+                    .map_err(ConfigError::Invalid)?;
+                Ok((
                     Identity {
                         name: i.name.clone(),
                         roles: i.roles.iter().cloned().collect::<BTreeSet<_>>(),
                         acts_for: i.acts_for.iter().cloned().collect(),
+                        tenants,
                     },
                     i.tokens.clone(),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let slack = self
             .identities
             .iter()

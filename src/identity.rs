@@ -21,11 +21,18 @@ pub struct Identity {
     /// Requesters this identity acts for (an agent's owner): it may never
     /// approve their jobs.
     pub acts_for: BTreeSet<String>,
+    /// The tenants whose jobs this identity works with.
+    pub tenants: crate::tenant::Tenants,
 }
 
 impl Identity {
     pub fn has(&self, role: &str) -> bool {
         self.roles.contains(role)
+    }
+
+    /// Whether this identity works with `tenant`'s jobs.
+    pub fn in_tenant(&self, tenant: &str) -> bool {
+        self.tenants.includes(tenant)
     }
 
     /// Approver roles: every role but the built-in ones.
@@ -340,8 +347,14 @@ impl Directory {
 
     /// The people who could approve, for gate satisfiability checks.
     pub fn people(&self) -> Vec<Person> {
+        self.people_in(None)
+    }
+
+    /// The people who work in `tenant` (every person for `None`).
+    pub fn people_in(&self, tenant: Option<&str>) -> Vec<Person> {
         self.identities
             .iter()
+            .filter(|i| tenant.is_none_or(|t| i.in_tenant(t)))
             .map(|i| Person {
                 name: i.name.clone(),
                 roles: i.approver_roles().cloned().collect(),
@@ -359,6 +372,7 @@ mod tests {
             name: name.into(),
             roles: BTreeSet::new(),
             acts_for: BTreeSet::new(),
+            tenants: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod refusal;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tenant;
 pub mod tls;
 
 pub mod proto {

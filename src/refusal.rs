@@ -62,6 +62,8 @@ reasons! {
     BindIdMismatch => "BIND_ID_MISMATCH",
     PolicyInvalid => "POLICY_INVALID",
     GateUnsatisfiable => "GATE_UNSATISFIABLE",
+    UnknownTenant => "UNKNOWN_TENANT",
+    NoTenantPolicy => "NO_TENANT_POLICY",
 }
 
 impl Reason {

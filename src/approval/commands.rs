@@ -50,6 +50,26 @@ pub enum Command {
 }
 
 impl Command {
+    /// The person giving the command; none for the sweeper's.
+    pub fn actor(&self) -> Option<&Identity> {
+        match self {
+            Command::Approve(ApproveInput { by, .. })
+            | Command::Bind(BindInput { by, .. })
+            | Command::Reject { by, .. }
+            | Command::Cancel { by, .. }
+            | Command::Override { by, .. }
+            | Command::Acknowledge { by, .. }
+            | Command::Report { by, .. } => Some(by),
+            Command::Expire | Command::Escalate => None,
+        }
+    }
+
+    /// Whether the command's actor may see a job of `tenant` at all: a
+    /// job of another tenant is treated as missing.
+    pub fn sees_tenant(&self, tenant: &str) -> bool {
+        self.actor().is_none_or(|by| by.in_tenant(tenant))
+    }
+
     /// The audit kind of the change this command makes; watchers and other
     /// replicas see the same kind.
     pub fn kind(&self) -> EventKind {
@@ -155,6 +175,7 @@ pub fn missing(job_id: &str, command: &Command) -> Vec<Effect> {
             &input.by.name,
             job_id,
             &input.snapshot_id,
+            "",
             Reason::NotFound,
             input,
         ))],
@@ -167,6 +188,7 @@ pub(super) fn bind_refused(
     actor: &str,
     job_id: &str,
     snapshot_id: &str,
+    tenant: &str,
     reason: Reason,
     input: &BindInput,
 ) -> AuditEvent {
@@ -175,6 +197,7 @@ pub(super) fn bind_refused(
         actor: actor.to_owned(),
         job_id: job_id.to_owned(),
         snapshot_id: snapshot_id.to_owned(),
+        tenant: tenant.to_owned(),
         body: json!({
             "reason": reason.as_str(),
             "presented_job_hash": input.job_hash,

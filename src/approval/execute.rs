@@ -86,6 +86,7 @@ pub(super) fn bind(r: &JobRecord, input: &BindInput, now: Millis) -> Result<Step
                 &input.by.name,
                 &r.job_id,
                 r.snapshot_id.as_str(),
+                &r.tenant,
                 reason,
                 input,
             ))],

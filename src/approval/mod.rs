@@ -436,6 +436,7 @@ impl JobRecord {
             actor: actor.to_owned(),
             job_id: self.job_id.clone(),
             snapshot_id: self.snapshot_id.to_string(),
+            tenant: self.tenant.clone(),
             body,
         }
     }

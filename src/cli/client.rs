@@ -674,6 +674,7 @@ pub async fn list(conn: &Conn, a: ListArgs, output: Output) -> Result<ExitCode, 
 pub async fn policy_reload(
     conn: &Conn,
     file: &Path,
+    tenant: Option<String>,
     dry_run: bool,
     output: Output,
 ) -> Result<ExitCode, CliError> {
@@ -685,6 +686,7 @@ pub async fn policy_reload(
             source,
             filename: file.display().to_string(),
             dry_run,
+            tenant: tenant.unwrap_or_default(),
         })
         .await
         .map_err(refused)?
@@ -731,6 +733,7 @@ fn snapshot_json(s: &pb::Snapshot) -> Value {
 pub async fn policy_show(
     conn: &Conn,
     id: Option<String>,
+    tenant: Option<String>,
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let mut c = conn.connect().await?;
@@ -738,6 +741,7 @@ pub async fn policy_show(
         .policy
         .get_policy(pb::GetPolicyRequest {
             snapshot_id: id.unwrap_or_default(),
+            tenant: tenant.unwrap_or_default(),
         })
         .await
         .map_err(refused)?
@@ -825,7 +829,7 @@ pub async fn policy_revoke(
 fn entry_json(e: &pb::AuditEntry) -> Value {
     json!({
         "chain": e.chain, "seq": e.seq, "at": ts(&e.at), "kind": e.kind, "actor": e.actor,
-        "job_id": e.job_id, "snapshot_id": e.snapshot_id,
+        "job_id": e.job_id, "snapshot_id": e.snapshot_id, "tenant": e.tenant,
         "body": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null),
         "prev_hash": e.prev_hash, "entry_hash": e.entry_hash,
     })
@@ -893,11 +897,19 @@ pub fn print_verification(reports: &[crate::audit::ChainReport], output: Output)
     }
 }
 
-pub async fn audit_job(conn: &Conn, job_id: String, output: Output) -> Result<ExitCode, CliError> {
+pub async fn audit_job(
+    conn: &Conn,
+    job_id: String,
+    tenant: Option<String>,
+    output: Output,
+) -> Result<ExitCode, CliError> {
     let mut c = conn.connect().await?;
     let entries = c
         .audit
-        .get_job_history(pb::GetJobHistoryRequest { job_id })
+        .get_job_history(pb::GetJobHistoryRequest {
+            job_id,
+            tenant: tenant.unwrap_or_default(),
+        })
         .await
         .map_err(refused)?
         .into_inner()
@@ -945,11 +957,13 @@ pub async fn audit_export(
     chain: Option<String>,
     after_seq: u64,
     job_id: Option<String>,
+    tenant: Option<String>,
 ) -> Result<ExitCode, CliError> {
     let mut c = conn.connect().await?;
     let mut stream = c
         .audit
         .export_audit(pb::ExportAuditRequest {
+            tenant: tenant.unwrap_or_default(),
             chain: chain.unwrap_or_default(),
             after_seq,
             job_id: job_id.unwrap_or_default(),

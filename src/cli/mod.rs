@@ -155,7 +155,12 @@ enum AuditCommand {
         database_url: Option<String>,
     },
     /// One job's whole story, in order.
-    Job { job_id: String },
+    Job {
+        job_id: String,
+        /// Only this tenant's entries.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Every entry as JSON lines.
     Export {
         #[arg(long)]
@@ -164,6 +169,9 @@ enum AuditCommand {
         after_seq: u64,
         #[arg(long)]
         job_id: Option<String>,
+        /// Only this tenant's entries.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -225,7 +233,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(AuditCommand::Verify { database_url: None }) => {
             client::audit_verify(conn, o).await
         }
-        Command::Audit(AuditCommand::Job { job_id }) => client::audit_job(conn, job_id, o).await,
+        Command::Audit(AuditCommand::Job { job_id, tenant }) => {
+            client::audit_job(conn, job_id, tenant, o).await
+        }
         Command::Bench(cmd) => bench::run(cmd, o, conn).await,
         Command::Hook(a) => Ok(hook::answer_call(conn, a).await),
         Command::McpProxy(a) => mcp_proxy::run(conn, a).await,
@@ -285,7 +295,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             chain,
             after_seq,
             job_id,
-        }) => client::audit_export(conn, chain, after_seq, job_id).await,
+            tenant,
+        }) => client::audit_export(conn, chain, after_seq, job_id, tenant).await,
     }
 }
 

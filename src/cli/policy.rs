@@ -45,9 +45,18 @@ pub enum PolicyCommand {
         file: PathBuf,
         #[arg(long)]
         dry_run: bool,
+        /// Make it this tenant's policy (named after the tenant) instead
+        /// of the system policy.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Print the active snapshot's source (or a snapshot's, by id).
-    Show { snapshot_id: Option<String> },
+    Show {
+        snapshot_id: Option<String>,
+        /// Without a snapshot id: this tenant's active snapshot.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// List the server's snapshots.
     List,
     /// Revoke a snapshot: its jobs can no longer be bound.
@@ -65,10 +74,15 @@ pub async fn run(
 ) -> Result<ExitCode, CliError> {
     use super::client;
     match cmd {
-        PolicyCommand::Reload { file, dry_run } => {
-            client::policy_reload(conn, &file, dry_run, output).await
-        }
-        PolicyCommand::Show { snapshot_id } => client::policy_show(conn, snapshot_id, output).await,
+        PolicyCommand::Reload {
+            file,
+            dry_run,
+            tenant,
+        } => client::policy_reload(conn, &file, tenant, dry_run, output).await,
+        PolicyCommand::Show {
+            snapshot_id,
+            tenant,
+        } => client::policy_show(conn, snapshot_id, tenant, output).await,
         PolicyCommand::List => client::policy_list(conn, output).await,
         PolicyCommand::Revoke {
             snapshot_id,

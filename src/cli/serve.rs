@@ -278,6 +278,8 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             }
         };
         dev_tokens = dev_identities(&a.data_dir, &roles)?;
+        // Development identities work in every declared tenant.
+        let tenants = (!config.tenants.is_empty()).then(|| vec![crate::tenant::ALL.to_owned()]);
         config.identities = dev_tokens
             .iter()
             .map(|(name, token, roles)| IdentityConfig {
@@ -288,6 +290,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
                 slack_user_ids: vec![],
                 cert_subjects: vec![],
                 jwt_subjects: vec![],
+                tenants: tenants.clone(),
             })
             .collect();
     }
@@ -327,6 +330,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             limits: config.limits.clone(),
             require_active_snapshot: config.bind.require_active_snapshot,
             session_ttl_ms: (config.session_ttl_secs as i64).saturating_mul(1000),
+            tenancy: config.tenancy().map_err(|e| CliError(e.to_string()))?,
             ..EngineOptions::default()
         },
     })

@@ -45,8 +45,12 @@ pub(super) fn oversees_approvals(who: &Identity) -> bool {
 }
 
 /// A job is seen by its requester (and whoever acts for it), by those who
-/// oversee approvals, and by executors.
+/// oversee approvals, and by executors, in the job's tenant. A job of
+/// another tenant is not found: its existence is not said.
 pub(super) fn may_see(who: &Identity, r: &JobRecord) -> Result<(), Refusal> {
+    if !who.in_tenant(&r.tenant) {
+        return Err(not_found(&r.job_id));
+    }
     if oversees_approvals(who)
         || who.has(EXECUTOR)
         || who.name == r.requester

@@ -27,6 +27,18 @@ pub struct ExportFilter {
     pub after_seq: i64,
     /// Only entries about this job.
     pub job_id: Option<String>,
+    /// Only this tenant's entries.
+    pub tenant: Option<String>,
+}
+
+impl ExportFilter {
+    /// Whether `who` gets entry `e` under this filter: callers bound to
+    /// tenants read only their tenants' entries, whatever they ask.
+    fn keeps(&self, who: &Identity, e: &AuditEntry) -> bool {
+        who.in_tenant(&e.tenant)
+            && self.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+            && self.job_id.as_ref().is_none_or(|j| *j == e.job_id)
+    }
 }
 
 /// How many entries are read at a time.
@@ -57,18 +69,26 @@ pub async fn verify_chains(store: &dyn Store) -> Result<Verification, StoreError
 }
 
 impl Engine {
+    /// A job's entries, in order; with `tenant`, only that tenant's. A
+    /// job the caller reads no entry of is not found.
     pub async fn job_history(
         &self,
         who: &Identity,
         job_id: &str,
+        tenant: Option<&str>,
     ) -> Result<Vec<AuditEntry>, Refusal> {
         require(who, AUDITOR, "GetJobHistory")?;
         job_id_arg(job_id)?;
-        let entries = self
+        let filter = ExportFilter {
+            tenant: tenant.map(str::to_owned),
+            ..ExportFilter::default()
+        };
+        let mut entries = self
             .store
             .audit_for_job(job_id)
             .await
             .map_err(store_refusal)?;
+        entries.retain(|e| filter.keeps(who, e));
         if entries.is_empty() {
             return Err(not_found(job_id));
         }
@@ -91,12 +111,13 @@ impl Engine {
         filter: ExportFilter,
     ) -> Result<ReceiverStream<Result<AuditEntry, Refusal>>, Refusal> {
         require(who, AUDITOR, "ExportAudit")?;
-        let chains = match filter.chain {
-            Some(c) => vec![c],
+        let chains = match &filter.chain {
+            Some(c) => vec![c.clone()],
             None => self.store.chains().await.map_err(store_refusal)?,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.store.clone();
+        let who = who.clone();
         tokio::spawn(async move {
             for chain in chains {
                 let mut after = filter.after_seq;
@@ -111,7 +132,7 @@ impl Engine {
                     let Some(last) = page.last() else { break };
                     after = last.seq;
                     for e in page {
-                        if filter.job_id.as_ref().is_some_and(|j| *j != e.job_id) {
+                        if !filter.keeps(&who, &e) {
                             continue;
                         }
                         if tx.send(Ok(e)).await.is_err() {

@@ -103,13 +103,9 @@ impl Engine {
         let job_id = job.job_id.clone().unwrap_or_else(|| JobId::generate(now));
         let canonical = job.canonical_json();
         let hash = JobHash::of_canonical(&canonical);
-        let scope = self.snapshots.scope_of(&job);
         // No read first: a known job id conflicts on insert and the stored
         // decision is returned (or ALREADY_EXISTS), in the same round trip.
-        let snap = self
-            .snapshots
-            .active(&scope)
-            .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))?;
+        let snap = self.snapshot_for(who, &job)?;
         let evaluation = snap.policy.evaluate(&job, Some(&who.name));
         let decision = approval::decided(
             NewJob {
@@ -145,6 +141,14 @@ fn replay(
     who: &Identity,
     now: i64,
 ) -> Result<Decided, Refusal> {
+    if !who.in_tenant(&existing.tenant) {
+        // Said without the other tenant's hash: only that the id is taken.
+        return Err(Refusal::field(
+            Reason::AlreadyExists,
+            "job.job_id",
+            format!("job id `{}` is taken; use a new job_id", existing.job_id),
+        ));
+    }
     if existing.job_hash != *hash {
         return Err(Refusal::field(
             Reason::AlreadyExists,

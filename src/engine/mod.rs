@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// How long an approver page session lasts.
     pub session_ttl_ms: i64,
+    /// The declared tenants (none: single-tenant).
+    pub tenancy: crate::tenant::Tenancy,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +63,7 @@ impl Default for EngineOptions {
             require_active_snapshot: false,
             max_batch: 512,
             session_ttl_ms: 8 * 3600 * 1000,
+            tenancy: Default::default(),
         }
     }
 }

@@ -157,10 +157,14 @@ impl Engine {
             ));
         }
         let limit = i64::from(limit.clamp(1, 500));
-        self.store
+        let mut rows = self
+            .store
             .deliveries(state, limit)
             .await
-            .map_err(store_refusal)
+            .map_err(store_refusal)?;
+        // Another tenant's messages are not shown (nor counted).
+        rows.retain(|d| who.in_tenant(&d.message.tenant));
+        Ok(rows)
     }
 
     /// The caller's own approvals and rejections of jobs created in the
@@ -200,6 +204,9 @@ impl Engine {
             for r in batch {
                 seen += 1;
                 cursor = Some((r.created_at, r.job_id.clone()));
+                if !who.in_tenant(&r.tenant) {
+                    continue;
+                }
                 if let Some(a) = r.approvals.iter().find(|a| a.approver == who.name) {
                     stats.approvals += 1;
                     times.push(a.at - r.created_at);

@@ -6,7 +6,7 @@
 use super::access::require;
 use super::transitions::{bad_page_token, page_size};
 use super::{Engine, InitialPolicy, Page, store_refusal};
-use crate::identity::OPERATOR;
+use crate::identity::{Identity, OPERATOR};
 use crate::job::{Job, JobHash, JobInput};
 use crate::policy::{self, Finding, Scope, Severity, Snapshot, SnapshotId};
 use crate::refusal::{Reason, Refusal};
@@ -49,12 +49,6 @@ impl Registry {
     /// The active snapshot of `scope`.
     pub(super) fn active(&self, scope: &Scope) -> Option<Arc<Snapshot>> {
         self.active.load().get(scope).cloned()
-    }
-
-    /// Which scope decides a job. One today: every job is decided under the
-    /// `system` policy.
-    pub(super) fn scope_of(&self, _job: &Job) -> Scope {
-        Scope::system()
     }
 
     /// Makes `snap` the active snapshot of `scope`; true if it was not already.
@@ -130,6 +124,27 @@ fn snapshot_row(s: &Snapshot, now: i64) -> SnapshotRow {
 }
 
 impl Engine {
+    /// The active snapshot that decides (or explains) `job` for `who`: its
+    /// tenant's, or the `system` one. The caller must work in the job's
+    /// tenant; that is checked first, so a refusal never says whether a
+    /// tenant the caller is not in exists.
+    pub(super) fn snapshot_for(&self, who: &Identity, job: &Job) -> Result<Arc<Snapshot>, Refusal> {
+        if !who.in_tenant(&job.tenant) {
+            return Err(Refusal::field(
+                Reason::PermissionDenied,
+                "job.tenant",
+                format!("`{}` does not work in tenant `{}`", who.name, job.tenant),
+            ));
+        }
+        let scope = self
+            .options
+            .tenancy
+            .scope_for(&job.tenant, |s| self.snapshots.active(s).is_some())?;
+        self.snapshots
+            .active(&scope)
+            .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))
+    }
+
     /// At start: every scope's stored active snapshot, and the initial
     /// policy for `system` when there is none (or when it is forced).
     pub(super) async fn load_snapshots(
@@ -144,7 +159,7 @@ impl Engine {
                 continue;
             }
             let snap = self.compiled_by_id(id).await?;
-            self.check_gates(&snap, "stored")?;
+            self.check_gates(scope, &snap, "stored")?;
             self.snapshots.set_active(scope, snap);
         }
         match initial {
@@ -212,11 +227,14 @@ impl Engine {
     }
 
     /// Refuses a snapshot whose gates no set of distinct configured people can fill.
-    fn check_gates(&self, snap: &Snapshot, file: &str) -> Result<(), Refusal> {
+    /// A tenant's gates are filled by the people who work in it.
+    fn check_gates(&self, scope: &Scope, snap: &Snapshot, file: &str) -> Result<(), Refusal> {
         if self.directory.is_empty() {
             return Ok(());
         }
-        let bad = policy::unsatisfiable_gates(snap.policy.doc(), &self.directory.people(), file);
+        let tenant = (*scope != Scope::system()).then(|| scope.as_str());
+        let people = self.directory.people_in(tenant);
+        let bad = policy::unsatisfiable_gates(snap.policy.doc(), &people, file);
         match bad.first() {
             None => Ok(()),
             Some(f) => Err(Refusal::new(Reason::GateUnsatisfiable, f.message.clone())),
@@ -225,6 +243,7 @@ impl Engine {
 
     async fn validate_policy(
         &self,
+        scope: &Scope,
         source: &str,
         file: &str,
     ) -> Result<(Snapshot, Vec<Finding>), Refusal> {
@@ -237,7 +256,7 @@ impl Engine {
                 .collect();
             Refusal::field(Reason::PolicyInvalid, "source", lines.join("\n"))
         })?;
-        self.check_gates(&loaded.snapshot, file)?;
+        self.check_gates(scope, &loaded.snapshot, file)?;
         Ok((loaded.snapshot, loaded.warnings))
     }
 
@@ -248,7 +267,8 @@ impl Engine {
         file: &str,
         actor: &str,
     ) -> Result<Reloaded, Refusal> {
-        let (snap, warnings) = self.validate_policy(source, file).await?;
+        let (snap, warnings) = self.validate_policy(scope, source, file).await?;
+        self.check_named_for(scope, &snap, file)?;
         let now = self.now();
         let stored = self
             .store
@@ -265,17 +285,78 @@ impl Engine {
         })
     }
 
+    /// Which scope a policy operation naming `tenant` works on, once the
+    /// caller may work there: its own tenants, and the `system` policy
+    /// only for global operators.
+    fn scope_for_operator(&self, who: &Identity, tenant: &str) -> Result<Scope, Refusal> {
+        if tenant.is_empty() {
+            if !who.tenants.is_global() && self.options.tenancy.is_multi() {
+                return Err(Refusal::new(
+                    Reason::PermissionDenied,
+                    format!(
+                        "`{}` works in some tenants only; the system policy is for global operators (name a tenant)",
+                        who.name
+                    ),
+                ));
+            }
+        } else if !who.in_tenant(tenant) {
+            return Err(Refusal::field(
+                Reason::PermissionDenied,
+                "tenant",
+                format!("`{}` does not work in tenant `{tenant}`", who.name),
+            ));
+        }
+        self.options.tenancy.scope_named(tenant, "tenant")
+    }
+
+    /// A tenant's policy is named after it, so its snapshots read
+    /// `cfg:<tenant>:policy#sha256:…` and belong to it alone; the system
+    /// policy takes no tenant's name.
+    fn check_named_for(&self, scope: &Scope, snap: &Snapshot, file: &str) -> Result<(), Refusal> {
+        let name = snap.name();
+        let wrong = if *scope == Scope::system() {
+            self.options.tenancy.is_declared(name).then(|| {
+                format!("{file}: the system policy is named `{name}`, which is a tenant's name; rename it")
+            })
+        } else {
+            (name != scope.as_str()).then(|| {
+                format!("{file}: a policy for tenant `{scope}` must be named `{scope}` (its snapshots are cfg:{scope}:policy#sha256:…); this one is named `{name}`")
+            })
+        };
+        match wrong {
+            Some(m) => Err(Refusal::field(Reason::PolicyInvalid, "source", m)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `who` may see a snapshot: the system's, or its tenants'.
+    /// Others are not found.
+    fn check_visible(&self, who: &Identity, id: &str) -> Result<(), Refusal> {
+        let owner = SnapshotId::parse(id)
+            .ok()
+            .and_then(|s| self.options.tenancy.owner(&s).map(str::to_owned));
+        match owner {
+            Some(t) if !who.in_tenant(&t) => Err(Refusal::new(
+                Reason::NotFound,
+                format!("no snapshot `{id}`"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn reload_policy(
         &self,
         who: &crate::identity::Identity,
+        tenant: &str,
         source: &str,
         file: &str,
         dry_run: bool,
     ) -> Result<Reloaded, Refusal> {
         require(who, OPERATOR, "ReloadPolicy")?;
-        let scope = Scope::system();
+        let scope = self.scope_for_operator(who, tenant)?;
         if dry_run {
-            let (snap, warnings) = self.validate_policy(source, file).await?;
+            let (snap, warnings) = self.validate_policy(&scope, source, file).await?;
+            self.check_named_for(&scope, &snap, file)?;
             let existing = self
                 .store
                 .snapshot(snap.id.as_str())
@@ -293,7 +374,7 @@ impl Engine {
         let out = self
             .activate_source(&scope, source, file, &who.name)
             .await?;
-        tracing::info!(snapshot = %out.snapshot.id, by = %who.name, unchanged = out.unchanged, "policy reloaded");
+        tracing::info!(snapshot = %out.snapshot.id, %scope, by = %who.name, unchanged = out.unchanged, "policy reloaded");
         Ok(out)
     }
 
@@ -307,6 +388,7 @@ impl Engine {
     pub async fn get_policy(
         &self,
         who: &crate::identity::Identity,
+        tenant: &str,
         snapshot_id: &str,
     ) -> Result<SnapshotView, Refusal> {
         // Approvers read the policy that asks them to approve: the page
@@ -315,12 +397,19 @@ impl Engine {
             require(who, OPERATOR, "GetPolicy")?;
         }
         let id = if snapshot_id.is_empty() {
-            self.active()
+            // Anyone who may read policies reads the system one; a
+            // tenant's, only its people.
+            if !tenant.is_empty() && !who.in_tenant(tenant) {
+                return Err(Refusal::new(Reason::NotFound, "no active snapshot"));
+            }
+            let scope = self.options.tenancy.scope_named(tenant, "tenant")?;
+            self.active_in(&scope)
                 .map(|s| s.id.to_string())
                 .ok_or_else(|| Refusal::new(Reason::NotFound, "no active snapshot"))?
         } else {
             snapshot_id.to_owned()
         };
+        self.check_visible(who, &id)?;
         let row = self
             .store
             .snapshot(&id)
@@ -346,7 +435,8 @@ impl Engine {
             page_token.parse().map_err(|_| bad_page_token())?
         };
         let size = page_size(page_size_asked) as usize;
-        let rows = self.store.snapshots(name).await.map_err(store_refusal)?;
+        let mut rows = self.store.snapshots(name).await.map_err(store_refusal)?;
+        rows.retain(|r| self.check_visible(who, r.id.as_str()).is_ok());
         let end = start.saturating_add(size);
         let next_page_token = if end < rows.len() {
             end.to_string()
@@ -373,6 +463,9 @@ impl Engine {
         require(who, OPERATOR, "RevokeSnapshot")?;
         let id = SnapshotId::parse(snapshot_id)
             .map_err(|e| Refusal::field(Reason::InvalidArgument, "snapshot_id", e))?;
+        self.check_visible(who, snapshot_id)?;
+        let owner = self.options.tenancy.owner(&id).unwrap_or("");
+        self.scope_for_operator(who, owner)?;
         if reason.trim().is_empty() {
             return Err(Refusal::field(
                 Reason::ReasonRequired,
@@ -388,7 +481,7 @@ impl Engine {
         }
         let row = self
             .store
-            .revoke_snapshot(snapshot_id, &who.name, reason, self.now())
+            .revoke_snapshot(snapshot_id, owner, &who.name, reason, self.now())
             .await
             .map_err(store_refusal)?
             .ok_or_else(|| {
@@ -414,10 +507,9 @@ impl Engine {
         };
         let job = Job::from_input(input, &self.options.limits)?;
         let snap = if snapshot_id.is_empty() {
-            self.snapshots
-                .active(&self.snapshots.scope_of(&job))
-                .ok_or_else(|| Refusal::new(Reason::Unavailable, "no active policy"))?
+            self.snapshot_for(who, &job)?
         } else {
+            self.check_visible(who, snapshot_id)?;
             let row = self
                 .store
                 .snapshot(snapshot_id)

@@ -10,9 +10,10 @@ use super::{Engine, JobView, Page, store_refusal};
 use crate::approval::{self, ApproveInput, BindInput, Command, JobState};
 use crate::identity::{AGENT, BREAKGLASS, EXECUTOR, Identity};
 use crate::job::{Job, JobHash, JobInput};
-use crate::policy::Channel;
+use crate::policy::{Channel, Scope, SnapshotId};
 use crate::refusal::{Reason, Refusal};
 use crate::store::{JobFilter, TransitionError};
+use crate::tenant::Tenants;
 
 /// What an executor presents to Bind: the job (preferred) or its hash.
 pub enum BindContent {
@@ -277,7 +278,7 @@ impl Engine {
             .map_err(store_refusal)?
             .is_some_and(|s| s.revoked_at.is_some());
         let require_active = if self.options.require_active_snapshot {
-            self.active().map(|s| s.id.clone())
+            self.active_for_job(job_id).await?
         } else {
             None
         };
@@ -315,6 +316,25 @@ impl Engine {
         })
     }
 
+    /// The snapshot now active for a job's tenant (its tenant's, else the
+    /// system's). The tenant never changes, so it is read outside the
+    /// bind's transaction.
+    async fn active_for_job(&self, job_id: &str) -> Result<Option<SnapshotId>, Refusal> {
+        let tenant = self
+            .store
+            .job(job_id)
+            .await
+            .map_err(store_refusal)?
+            .map(|r| r.tenant)
+            .unwrap_or_default();
+        let scope = self
+            .options
+            .tenancy
+            .scope_for(&tenant, |s| self.active_in(s).is_some())
+            .unwrap_or_else(|_| Scope::system());
+        Ok(self.active_in(&scope).map(|s| s.id.clone()))
+    }
+
     pub async fn report_outcome(
         &self,
         who: &Identity,
@@ -348,6 +368,19 @@ impl Engine {
                 format!("`{}` holds no approver role", who.name),
             ));
         }
+        // Only the caller's tenants: another tenant asked for is an empty
+        // queue, as if it had no jobs.
+        let tenant = match (&q.tenant, &who.tenants) {
+            (Some(t), _) if !who.in_tenant(t) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_page_token: String::new(),
+                });
+            }
+            (Some(t), _) => Some(t.clone()),
+            (None, Tenants::Only(set)) if set.len() == 1 => set.first().cloned(),
+            (None, _) => None,
+        };
         let mut cursor = parse_queue_token(&q.page_token)?;
         if cursor.is_none()
             && let Some(from) = q.created_from
@@ -370,7 +403,7 @@ impl Engine {
                 .store
                 .jobs(&JobFilter {
                     states: states.clone(),
-                    tenant: q.tenant.clone(),
+                    tenant: tenant.clone(),
                     after: cursor.clone(),
                     limit,
                     unacknowledged_overrides: q.unacknowledged_overrides,
@@ -386,7 +419,8 @@ impl Engine {
                     });
                 }
                 cursor = Some((r.created_at, r.job_id.clone()));
-                let keep = q.matches(&r, r.effective_state(now))
+                let keep = who.in_tenant(&r.tenant)
+                    && q.matches(&r, r.effective_state(now))
                     && (everything
                         || (r.effective_state(now) == JobState::Pending
                             && r.evaluation.approval_required))

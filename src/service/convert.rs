@@ -424,5 +424,6 @@ pub fn audit_entry(e: &AuditEntry) -> pb::AuditEntry {
         snapshot_id: e.snapshot_id.clone(),
         kind: e.kind.clone(),
         body: crate::canonical::to_jcs(&e.body),
+        tenant: e.tenant.clone(),
     }
 }

@@ -311,7 +311,7 @@ impl PolicyService for Grpc {
         };
         let out = self
             .engine
-            .reload_policy(&who, &r.source, file, r.dry_run)
+            .reload_policy(&who, &r.tenant, &r.source, file, r.dry_run)
             .await
             .map_err(|r| status(&r))?;
         ok(pb::ReloadPolicyResponse {
@@ -327,9 +327,10 @@ impl PolicyService for Grpc {
         req: Request<pb::GetPolicyRequest>,
     ) -> Result2<pb::GetPolicyResponse> {
         let who = self.caller(&req)?;
+        let r = req.into_inner();
         let v = self
             .engine
-            .get_policy(&who, &req.into_inner().snapshot_id)
+            .get_policy(&who, &r.tenant, &r.snapshot_id)
             .await
             .map_err(|r| status(&r))?;
         ok(pb::GetPolicyResponse {
@@ -433,9 +434,10 @@ impl AuditService for Grpc {
         req: Request<pb::GetJobHistoryRequest>,
     ) -> Result2<pb::GetJobHistoryResponse> {
         let who = self.caller(&req)?;
+        let r = req.into_inner();
         let entries = self
             .engine
-            .job_history(&who, &req.into_inner().job_id)
+            .job_history(&who, &r.job_id, given(r.tenant).as_deref())
             .await
             .map_err(|r| status(&r))?;
         ok(pb::GetJobHistoryResponse {
@@ -487,6 +489,7 @@ impl AuditService for Grpc {
                     chain: given(r.chain),
                     after_seq: i64::try_from(r.after_seq).unwrap_or(i64::MAX),
                     job_id: given(r.job_id),
+                    tenant: given(r.tenant),
                 },
             )
             .await

@@ -11,7 +11,7 @@ pub fn grpc_code(reason: Reason) -> tonic::Code {
     use tonic::Code;
     match reason {
         NotFound => Code::NotFound,
-        InvalidArgument | ReasonRequired | PolicyInvalid => Code::InvalidArgument,
+        InvalidArgument | ReasonRequired | PolicyInvalid | UnknownTenant => Code::InvalidArgument,
         Unauthenticated => Code::Unauthenticated,
         PermissionDenied | NotEligible | SelfApproval | ChannelNotAllowed | NotRequester
         | SelfAcknowledge => Code::PermissionDenied,
@@ -20,9 +20,8 @@ pub fn grpc_code(reason: Reason) -> tonic::Code {
         Internal => Code::Internal,
         HashMismatch | SnapshotMismatch | SnapshotRevoked | SnapshotStale | Denied | Pending
         | Rejected | Expired | Cancelled | AlreadyBound | AlreadyApproved | NotPending
-        | StaleReview | NotOverridable | NotBound | BindIdMismatch | GateUnsatisfiable => {
-            Code::FailedPrecondition
-        }
+        | StaleReview | NotOverridable | NotBound | BindIdMismatch | GateUnsatisfiable
+        | NoTenantPolicy => Code::FailedPrecondition,
     }
 }
 

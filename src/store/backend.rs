@@ -114,6 +114,7 @@ impl<B: Backend> Store for Stored<B> {
     async fn revoke_snapshot(
         &self,
         id: &str,
+        tenant: &str,
         actor: &str,
         reason: &str,
         now: i64,
@@ -122,6 +123,7 @@ impl<B: Backend> Store for Stored<B> {
         self.writes
             .submit(Write::Revoke {
                 id: id.to_owned(),
+                tenant: tenant.to_owned(),
                 actor: actor.to_owned(),
                 reason: reason.to_owned(),
                 now,

@@ -214,10 +214,12 @@ pub trait Store: Send + Sync + 'static {
     async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotId)>, StoreError>;
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError>;
-    /// Revokes a snapshot (idempotent) and audits `snapshot_revoked`.
+    /// Revokes a snapshot (idempotent) and audits `snapshot_revoked`
+    /// under `tenant` (the snapshot's owner; empty for the system's).
     async fn revoke_snapshot(
         &self,
         id: &str,
+        tenant: &str,
         actor: &str,
         reason: &str,
         now: i64,

@@ -25,7 +25,7 @@ pub(crate) use snapshot_columns;
 
 macro_rules! audit_columns {
     () => {
-        "chain, seq, prev_hash, entry_hash, at, actor, job_id, snapshot_id, kind, body"
+        "chain, seq, prev_hash, entry_hash, at, actor, job_id, snapshot_id, kind, body, tenant"
     };
 }
 pub(crate) use audit_columns;
@@ -119,6 +119,7 @@ pub(crate) fn audit(row: &impl Columns) -> Result<AuditEntry, StoreError> {
         job_id: row.text("job_id")?,
         snapshot_id: row.text("snapshot_id")?,
         kind: row.text("kind")?,
+        tenant: row.text("tenant")?,
         body: serde_json::from_str(&body).map_err(|e| corrupt("audit body", e))?,
     })
 }
@@ -227,6 +228,7 @@ pub(crate) fn audit_insert<'a>(e: &'a AuditEntry, body: &'a str) -> Vec<Arg<'a>>
         Arg::Text(&e.snapshot_id),
         Arg::Text(&e.kind),
         Arg::Text(body),
+        Arg::Text(&e.tenant),
     ]
 }
 

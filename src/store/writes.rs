@@ -67,6 +67,7 @@ pub(crate) enum Write {
     },
     Revoke {
         id: String,
+        tenant: String,
         actor: String,
         reason: String,
         now: i64,
@@ -184,13 +185,14 @@ impl Write {
             }
             Write::Revoke {
                 id,
+                tenant,
                 actor,
                 reason,
                 now,
                 reply,
             } => {
-                let (out, reply) =
-                    settle(revoke(c, d, fx, &id, &actor, &reason, now).await, reply)?;
+                let who = (tenant.as_str(), actor.as_str());
+                let (out, reply) = settle(revoke(c, d, fx, &id, who, &reason, now).await, reply)?;
                 Ok(Done::Revoke(reply, out.map(Box::new)))
             }
             Write::Session { op, reply } => {
@@ -288,7 +290,10 @@ async fn transition<C: Conn>(
     command: &Command,
     now: i64,
 ) -> Result<Result<JobRecord, TransitionError>, StoreError> {
-    let Some(current) = reads::load_job(c, d.job_for_update, job_id).await? else {
+    let current = reads::load_job(c, d.job_for_update, job_id)
+        .await?
+        .filter(|r| command.sees_tenant(&r.tenant));
+    let Some(current) = current else {
         fx.apply(c, d, approval::missing(job_id, command), now)
             .await?;
         return Ok(Err(TransitionError::NotFound));
@@ -401,9 +406,16 @@ async fn activate<C: Conn>(
             ],
         )
         .await?;
+        // A tenant's scope is named after it; the system's has no tenant.
+        let tenant = if *scope == Scope::system() {
+            ""
+        } else {
+            scope.as_str()
+        };
         let event = AuditEvent::policy_reload(
             actor,
             scope.as_str(),
+            tenant,
             s.id.as_str(),
             &s.name,
             s.rule_count,
@@ -439,7 +451,7 @@ async fn revoke<C: Conn>(
     d: &Dialect,
     fx: &mut Effects,
     id: &str,
-    actor: &str,
+    (tenant, actor): (&str, &str),
     reason: &str,
     now: i64,
 ) -> Result<Option<SnapshotRow>, StoreError> {
@@ -455,8 +467,13 @@ async fn revoke<C: Conn>(
         )
         .await?;
     if revoked == 1 {
-        fx.audit(c, d, AuditEvent::snapshot_revoked(actor, id, reason), now)
-            .await?;
+        fx.audit(
+            c,
+            d,
+            AuditEvent::snapshot_revoked(actor, id, tenant, reason),
+            now,
+        )
+        .await?;
     }
     reads::snapshot(c, id).await
 }

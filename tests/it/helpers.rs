@@ -95,6 +95,7 @@ pub fn directory() -> Directory {
                         name: (*name).into(),
                         roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
                         acts_for: acts_for.iter().map(|r| r.to_string()).collect(),
+                        tenants: Default::default(),
                     },
                     vec![token_hash(&token(name))],
                 )
@@ -159,6 +160,8 @@ pub struct Spawn {
     pub tls: Option<Arc<gavel::tls::Tls>>,
     /// JWTs of this issuer accepted as bearer tokens.
     pub oidc: Option<Arc<gavel::oidc::Verifier>>,
+    /// The people, when not [`PEOPLE`].
+    pub directory: Option<Directory>,
 }
 
 impl Spawn {
@@ -173,6 +176,7 @@ impl Spawn {
             http: HttpOptions::default(),
             tls: None,
             oidc: None,
+            directory: None,
         }
     }
 }
@@ -202,9 +206,12 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     let engine = Engine::start(EngineSettings {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
-        directory: match opts.oidc {
-            Some(v) => directory().with_oidc(v),
-            None => directory(),
+        directory: {
+            let d = opts.directory.unwrap_or_else(directory);
+            match opts.oidc {
+                Some(v) => d.with_oidc(v),
+                None => d,
+            }
         },
         signer: gavel::receipt::ReceiptSigner::from_seed([42; 32]),
         // An empty policy starts the engine with none (readiness tests).
@@ -449,7 +456,10 @@ pub async fn job_of(c: &mut Clients, id: &str) -> pb::JobRecord {
 pub async fn story(auditor: &mut Clients, id: &str) -> Vec<String> {
     auditor
         .audit
-        .get_job_history(pb::GetJobHistoryRequest { job_id: id.into() })
+        .get_job_history(pb::GetJobHistoryRequest {
+            tenant: Default::default(),
+            job_id: id.into(),
+        })
         .await
         .unwrap_or_else(|e| panic!("history of {id}: {e:?}"))
         .into_inner()

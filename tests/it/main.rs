@@ -22,6 +22,7 @@ mod server;
 mod slack;
 mod store;
 mod suites;
+mod tenants;
 mod tls;
 mod transitions;
 

@@ -209,6 +209,7 @@ async fn a_reload_on_one_replica_reaches_every_replica() {
         .await
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: v2,
             filename: "v2.yaml".into(),
             dry_run: false,
@@ -356,6 +357,7 @@ async fn concurrent_sweeps_never_expire_a_job_twice() {
         let n = auditor
             .audit
             .get_job_history(pb::GetJobHistoryRequest {
+                tenant: Default::default(),
                 job_id: format!("sw-{i}"),
             })
             .await

@@ -499,6 +499,7 @@ async fn deadlines_expire_jobs_even_before_the_sweeper_and_escalate_once(b: Back
         .await
         .audit
         .get_job_history(pb::GetJobHistoryRequest {
+            tenant: Default::default(),
             job_id: "exp-1".into(),
         })
         .await
@@ -569,6 +570,7 @@ async fn every_bind_refusal_reason(b: Backend) {
         .replace("reads\n", "reads\n    reason: v2\n");
     op.policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: new_policy,
             filename: "v2.yaml".into(),
             dry_run: false,
@@ -597,6 +599,7 @@ async fn every_bind_refusal_reason(b: Backend) {
         .await
         .audit
         .get_job_history(pb::GetJobHistoryRequest {
+            tenant: Default::default(),
             job_id: "b-none".into(),
         })
         .await
@@ -639,6 +642,7 @@ async fn decide_is_idempotent_per_job_id_and_hash(b: Backend) {
         .await
         .audit
         .get_job_history(pb::GetJobHistoryRequest {
+            tenant: Default::default(),
             job_id: "idem-1".into(),
         })
         .await
@@ -904,6 +908,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
         call!(
             "ReloadPolicy",
             c.policy.reload_policy(pb::ReloadPolicyRequest {
+                tenant: Default::default(),
                 source: POLICY.into(),
                 filename: String::new(),
                 dry_run: true
@@ -935,6 +940,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
         call!(
             "GetJobHistory",
             c.audit.get_job_history(pb::GetJobHistoryRequest {
+                tenant: Default::default(),
                 job_id: "auth-1".into()
             })
         );
@@ -1006,6 +1012,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
         .await
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: POLICY.into(),
             filename: String::new(),
             dry_run: true,
@@ -1048,6 +1055,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let err = op
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: broken,
             filename: "broken.yaml".into(),
             dry_run: false,
@@ -1073,6 +1081,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let err = op
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: impossible,
             filename: "p.yaml".into(),
             dry_run: false,
@@ -1106,6 +1115,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let dry = op
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: v2.clone(),
             filename: "v2.yaml".into(),
             dry_run: true,
@@ -1130,6 +1140,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let live = op
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: v2,
             filename: "v2.yaml".into(),
             dry_run: false,
@@ -1148,6 +1159,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let same = op
         .policy
         .reload_policy(pb::ReloadPolicyRequest {
+            tenant: Default::default(),
             source: POLICY.replace("deploys need two reviewers", "deploys need two people"),
             filename: String::new(),
             dry_run: false,
@@ -1168,6 +1180,7 @@ async fn a_failed_reload_changes_nothing(b: Backend) {
     let old = op
         .policy
         .get_policy(pb::GetPolicyRequest {
+            tenant: Default::default(),
             snapshot_id: before.id.clone(),
         })
         .await
@@ -1208,6 +1221,7 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story(b: Ba
     let story = auditor
         .audit
         .get_job_history(pb::GetJobHistoryRequest {
+            tenant: Default::default(),
             job_id: "aud-1".into(),
         })
         .await
@@ -1545,6 +1559,7 @@ async fn snapshot_pages_survive_hostile_tokens(b: Backend) {
     for n in 1..=3 {
         op.policy
             .reload_policy(pb::ReloadPolicyRequest {
+                tenant: Default::default(),
                 source: POLICY.replace("deploys need two reviewers", &format!("deploys, take {n}")),
                 filename: format!("v{n}.yaml"),
                 dry_run: false,

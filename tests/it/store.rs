@@ -100,6 +100,7 @@ fn person(name: &str, roles: &[&str]) -> Identity {
         name: name.into(),
         roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
         acts_for: BTreeSet::new(),
+        tenants: Default::default(),
     }
 }
 
@@ -210,13 +211,13 @@ async fn snapshots_activate_version_and_revoke(backend: Backend) {
     assert_eq!(store.snapshots(None).await.unwrap().len(), 3);
     assert_eq!(store.snapshots(Some("p")).await.unwrap().len(), 2);
     let r = store
-        .revoke_snapshot(b.id.as_str(), "op", "bad", 15)
+        .revoke_snapshot(b.id.as_str(), "", "op", "bad", 15)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(r.revoked_at, Some(15));
     let again = store
-        .revoke_snapshot(b.id.as_str(), "op2", "again", 16)
+        .revoke_snapshot(b.id.as_str(), "", "op2", "again", 16)
         .await
         .unwrap()
         .unwrap();
@@ -227,7 +228,7 @@ async fn snapshots_activate_version_and_revoke(backend: Backend) {
     );
     assert!(
         store
-            .revoke_snapshot("cfg:x:policy#sha256:none", "op", "r", 17)
+            .revoke_snapshot("cfg:x:policy#sha256:none", "", "op", "r", 17)
             .await
             .unwrap()
             .is_none()

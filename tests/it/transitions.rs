@@ -21,6 +21,7 @@ fn person(name: &str, roles: &[&str]) -> Identity {
         name: name.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         acts_for: BTreeSet::new(),
+        tenants: Default::default(),
     }
 }
 
@@ -432,6 +433,7 @@ proptest! {
                 name: name.clone(),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 acts_for: BTreeSet::new(),
+                tenants: Default::default(),
             };
             let command = Command::Approve(ApproveInput {
                 by: who,

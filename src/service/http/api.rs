@@ -973,6 +973,9 @@ pub struct ReloadBody {
     /// Validate and compile only.
     #[serde(default)]
     pub dry_run: bool,
+    /// The tenant whose policy this becomes; empty for the system policy.
+    #[serde(default)]
+    pub tenant: String,
 }
 
 impl RequestBody for ReloadBody {
@@ -1021,7 +1024,7 @@ async fn reload(
     };
     let out = s
         .engine
-        .reload_policy(&who, &b.source, file, b.dry_run)
+        .reload_policy(&who, &b.tenant, &b.source, file, b.dry_run)
         .await?;
     Ok(Json(ReloadDoc {
         snapshot: snapshot_doc(
@@ -1144,6 +1147,14 @@ async fn explain(
     }))
 }
 
+/// `?tenant=`: whose policy.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    pub tenant: Option<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -1193,7 +1204,8 @@ async fn list_snapshots(
 
 /// A snapshot with its source; `active` names the active one.
 #[utoipa::path(get, path = "/api/v1/policy/snapshots/{snapshot_id}", tag = "policy",
-    params(("snapshot_id" = String, Path, description = "a snapshot id, or `active`")),
+    params(("snapshot_id" = String, Path, description = "a snapshot id, or `active`"),
+        ("tenant" = Option<String>, Query, description = "with `active`: whose active snapshot (default: the system's)")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = SnapshotDoc),
@@ -1205,9 +1217,13 @@ async fn get_snapshot(
     AxState(s): AxState<State>,
     Caller(who): Caller,
     PathArg(id): PathArg,
+    QueryArgs(q): QueryArgs<TenantQuery>,
 ) -> Answer<SnapshotDoc> {
     let id = if id == "active" { String::new() } else { id };
-    let v = s.engine.get_policy(&who, &id).await?;
+    let v = s
+        .engine
+        .get_policy(&who, q.tenant.as_deref().unwrap_or(""), &id)
+        .await?;
     Ok(Json(snapshot_doc(&v, true)))
 }
 
@@ -1245,6 +1261,8 @@ pub struct AuditEntryDoc {
     pub actor: String,
     pub job_id: String,
     pub snapshot_id: String,
+    /// The tenant whose job or policy it is; empty for none.
+    pub tenant: String,
     pub kind: String,
     #[schema(value_type = Object)]
     pub body: Value,
@@ -1269,8 +1287,12 @@ async fn audit_job(
     AxState(s): AxState<State>,
     Caller(who): Caller,
     PathArg(job_id): PathArg,
+    QueryArgs(q): QueryArgs<TenantQuery>,
 ) -> Answer<AuditList> {
-    let entries = s.engine.job_history(&who, &job_id).await?;
+    let entries = s
+        .engine
+        .job_history(&who, &job_id, q.tenant.as_deref())
+        .await?;
     Ok(Json(AuditList {
         entries: entries
             .into_iter()
@@ -1284,6 +1306,7 @@ async fn audit_job(
                 actor: e.actor,
                 job_id: e.job_id,
                 snapshot_id: e.snapshot_id,
+                tenant: e.tenant,
                 kind: e.kind,
                 body: e.body,
             })

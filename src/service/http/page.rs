@@ -644,7 +644,10 @@ async fn outbox(
 
 #[derive(Deserialize)]
 struct PolicyArgs {
+    #[serde(default)]
     id: String,
+    #[serde(default)]
+    tenant: String,
 }
 
 async fn policy(
@@ -656,8 +659,8 @@ async fn policy(
         Ok(s) => s,
         Err(p) => return p,
     };
-    let id = args.map(|Query(a)| a.id).unwrap_or_default();
-    match state.engine.get_policy(&s.identity, &id).await {
+    let (id, tenant) = args.map(|Query(a)| (a.id, a.tenant)).unwrap_or_default();
+    match state.engine.get_policy(&s.identity, &tenant, &id).await {
         Err(r) => refusal_page(Some(&s), &r),
         Ok(v) => {
             let d = api::snapshot_doc(&v, true);
