@@ -28,6 +28,7 @@ pub fn config() -> gavel::config::Config {
         ("pay-glass", "breakglass", r#"["pay"]"#),
         ("search-glass", "breakglass", r#"["search"]"#),
         ("pay-nobody", "", r#"["pay"]"#),
+        ("search-nobody", "", r#"["search"]"#),
         // The system policy's `payment` rule needs a finance approver.
         ("root-dave", "finance", r#"["*"]"#),
     ];
