@@ -71,6 +71,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(Spawn::on(Backend::Sqlite)).await
+}
+
+/// The fake Slack, and a server on `spawn` answering its interactions.
+async fn setup_with(mut spawn: Spawn) -> Setup {
     let fake = Arc::new(FakeSlack::default());
     let router = Router::new()
         .route("/api/{method}", post(web_api))
@@ -97,7 +102,6 @@ async fn setup() -> Setup {
         signing_secret_file: Some(sign_file.display().to_string()),
     };
     let app_secrets: SlackApp = slack.app().unwrap();
-    let mut spawn = Spawn::on(Backend::Sqlite);
     spawn.http.slack = Some(app_secrets);
     let app = spawn_with(spawn).await.unwrap();
     let config = NotifyConfig {
@@ -447,4 +451,82 @@ async fn one_person_counts_once_across_the_page_api_and_slack_and_gates_may_refu
         .await;
     assert_eq!(v["response_action"], "errors");
     assert_eq!(s.state("s-4").await, "pending");
+}
+
+/// Slack is one more door: a reviewer of another tenant acting on a job
+/// from a message (or a forged button value) finds no such job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_approvers_act_only_in_their_tenants() {
+    use crate::tenants::{config, pay_policy, reload, slack_id, tjob};
+    let c = config();
+    let s = setup_with(Spawn {
+        directory: Some(c.directory().unwrap()),
+        options: gavel::engine::EngineOptions {
+            tenancy: c.tenancy().unwrap(),
+            ..Default::default()
+        },
+        ..Spawn::on(Backend::Sqlite)
+    })
+    .await;
+    let snap = reload(&mut s.app.as_("pay-op").await, "pay", pay_policy("slack"))
+        .await
+        .unwrap()
+        .id;
+    let d = helpers::decide(
+        &mut s.app.as_("pay-agent").await,
+        tjob("t-1", "pay", "deploy"),
+    )
+    .await
+    .unwrap();
+    let value = format!("t-1|{}|{snap}", d.job_hash);
+    let carol = slack_id("search-carol").unwrap();
+    let (_, v) = s
+        .interact(&submit(carol, "gavel_approve", &value, "looks fine"))
+        .await;
+    let said = v["errors"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(said.starts_with("NOT_FOUND"), "{v}");
+    let (_, v) = s
+        .interact(&submit(carol, "gavel_reject", &value, "no"))
+        .await;
+    assert!(v.to_string().contains("NOT_FOUND"), "{v}");
+    let who = s
+        .app
+        .engine
+        .directory()
+        .by_name("root-auditor")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        s.app
+            .engine
+            .get_job(&who, "t-1")
+            .await
+            .unwrap()
+            .state
+            .as_str(),
+        "pending",
+        "nothing changed"
+    );
+    let (_, v) = s
+        .interact(&submit(
+            slack_id("pay-alice").unwrap(),
+            "gavel_approve",
+            &value,
+            "checked",
+        ))
+        .await;
+    assert_eq!(v, json!({"response_action": "clear"}));
+    assert_eq!(
+        s.app
+            .engine
+            .get_job(&who, "t-1")
+            .await
+            .unwrap()
+            .state
+            .as_str(),
+        "approved"
+    );
 }

@@ -44,8 +44,20 @@ pub fn config() -> gavel::config::Config {
             "[[identities]]\nname = \"{name}\"\nroles = [{roles}]\ntenants = {tenants}\ntokens = [\"{}\"]\n",
             gavel::identity::token_hash(&token(name))
         ));
+        if let Some(slack) = slack_id(name) {
+            text.push_str(&format!("slack_user_ids = [\"{slack}\"]\n"));
+        }
     }
     gavel::config::Config::from_toml(&text, "gavel.toml").expect("the tenants config")
+}
+
+/// The Slack user id of the reviewers who approve in Slack.
+pub fn slack_id(name: &str) -> Option<&'static str> {
+    match name {
+        "pay-alice" => Some("UPAYALICE"),
+        "search-carol" => Some("USEARCHCAROL"),
+        _ => None,
+    }
 }
 
 /// The `pay` tenant's policy: everything needs one reviewer, `migrate`
