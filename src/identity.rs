@@ -269,6 +269,24 @@ impl Directory {
         self
     }
 
+    /// The person a page sign-in's ID token names (verified for the
+    /// client id and the flow's nonce). The session gets the identity's
+    /// configured roles; groups count only on bearer JWTs.
+    pub fn by_id_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<&Identity, &'static str> {
+        let v = self.oidc.as_ref().ok_or("OIDC sign-in is not configured")?;
+        let claims = v.verify_id_token(token, now_ms, client_id, nonce)?;
+        self.by_jwt_subject
+            .get(&claims.subject)
+            .map(|&i| &self.identities[i])
+            .ok_or("the ID token's subject belongs to no configured identity")
+    }
+
     /// The identity a bearer value names: a JWT of the configured issuer
     /// (its subject listed under a person; roles from allowed groups added)
     /// or a static token.

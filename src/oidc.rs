@@ -45,6 +45,248 @@ pub struct OidcConfig {
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// Signing in to the approver page through this issuer.
+    #[serde(default)]
+    pub sign_in: Option<SignInConfig>,
+}
+
+/// `[oidc.sign_in]`: the page signs people in with the authorization code
+/// flow and PKCE (S256). The ID token it gets back is verified like a
+/// bearer JWT, with the client id as its audience and the flow's nonce.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignInConfig {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub client_id: String,
+    /// Where the IdP sends the browser back: this server's
+    /// `…/ui/oidc/callback`, exactly as registered at the IdP.
+    pub redirect_url: String,
+    /// A confidential client's secret, from a file or an environment
+    /// variable (never the configuration itself). PKCE is used either way.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The sign-in button's text.
+    #[serde(default = "default_label")]
+    pub label: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into()]
+}
+fn default_label() -> String {
+    "Sign in with your identity provider".into()
+}
+
+/// Whether a URL may carry sign-in traffic: HTTPS, or HTTP to loopback.
+fn secure_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// A ready sign-in client: its configuration and secret.
+#[derive(Clone)]
+pub struct SignIn {
+    pub config: SignInConfig,
+    secret: Option<String>,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("client_id", &self.config.client_id)
+            .finish()
+    }
+}
+
+/// One sign-in in progress, kept in the browser's short-lived flow
+/// cookie: the state the IdP must echo, the nonce the ID token must
+/// carry, the PKCE verifier, and when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub started_ms: i64,
+}
+
+/// How long a sign-in may take between the button and the callback.
+pub const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
+
+fn random_b64(bytes: usize) -> Result<String, OidcError> {
+    use base64::Engine as _;
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| OidcError(format!("no randomness: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
+impl Flow {
+    /// A fresh flow: 256-bit state, nonce and verifier.
+    pub fn start(now_ms: i64) -> Result<Flow, OidcError> {
+        Ok(Flow {
+            state: random_b64(32)?,
+            nonce: random_b64(32)?,
+            verifier: random_b64(32)?,
+            started_ms: now_ms,
+        })
+    }
+
+    /// The cookie value: the four parts joined by dots.
+    pub fn to_cookie(&self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.state, self.nonce, self.verifier, self.started_ms
+        )
+    }
+
+    pub fn from_cookie(v: &str) -> Option<Flow> {
+        let mut p = v.split('.');
+        let flow = Flow {
+            state: p.next()?.to_owned(),
+            nonce: p.next()?.to_owned(),
+            verifier: p.next()?.to_owned(),
+            started_ms: p.next()?.parse().ok()?,
+        };
+        let ok = p.next().is_none()
+            && [&flow.state, &flow.nonce, &flow.verifier]
+                .iter()
+                .all(|s| s.len() == 43);
+        ok.then_some(flow)
+    }
+}
+
+impl SignIn {
+    /// Checks the configuration and reads the client secret.
+    pub fn new(config: SignInConfig) -> Result<SignIn, OidcError> {
+        for (what, url) in [
+            ("authorization_endpoint", &config.authorization_endpoint),
+            ("token_endpoint", &config.token_endpoint),
+            ("redirect_url", &config.redirect_url),
+        ] {
+            if !secure_url(url) {
+                return Err(OidcError(format!(
+                    "sign_in.{what} `{url}`: use https:// (http:// only to loopback)"
+                )));
+            }
+        }
+        if !config.redirect_url.ends_with("/ui/oidc/callback") {
+            return Err(OidcError(format!(
+                "sign_in.redirect_url `{}` must be this server's /ui/oidc/callback",
+                config.redirect_url
+            )));
+        }
+        if config.client_id.is_empty() {
+            return Err(OidcError("sign_in.client_id must not be empty".into()));
+        }
+        if !config.scopes.iter().any(|s| s == "openid") {
+            return Err(OidcError(
+                "sign_in.scopes must include `openid`: the page signs in with the ID token".into(),
+            ));
+        }
+        let secret = match (&config.client_secret_file, &config.client_secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(OidcError(
+                    "sign_in: give client_secret_file or client_secret_env, not both".into(),
+                ));
+            }
+            (Some(f), None) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| OidcError(format!("{}: cannot read: {e}", f.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                OidcError(format!("sign_in.client_secret_env: `{var}` is not set"))
+            })?),
+            (None, None) => None,
+        };
+        Ok(SignIn { config, secret })
+    }
+
+    /// Where the sign-in button sends the browser.
+    pub fn authorization_url(&self, flow: &Flow) -> String {
+        let c = &self.config;
+        let query = serde_urlencoded::to_string([
+            ("response_type", "code"),
+            ("client_id", c.client_id.as_str()),
+            ("redirect_uri", c.redirect_url.as_str()),
+            ("scope", &c.scopes.join(" ")),
+            ("state", &flow.state),
+            ("nonce", &flow.nonce),
+            ("code_challenge", &pkce_challenge(&flow.verifier)),
+            ("code_challenge_method", "S256"),
+        ])
+        .unwrap_or_default();
+        let sep = if c.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}{query}", c.authorization_endpoint)
+    }
+
+    /// Trades the code for the ID token at the token endpoint.
+    pub async fn exchange(
+        &self,
+        client: &reqwest::Client,
+        code: &str,
+        flow: &Flow,
+    ) -> Result<String, OidcError> {
+        let c = &self.config;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", c.redirect_url.as_str()),
+            ("client_id", c.client_id.as_str()),
+            ("code_verifier", flow.verifier.as_str()),
+        ];
+        if let Some(s) = &self.secret {
+            form.push(("client_secret", s.as_str()));
+        }
+        let body = serde_urlencoded::to_string(&form).unwrap_or_default();
+        let resp = client
+            .post(&c.token_endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| OidcError(format!("the token endpoint cannot be reached: {e}")))?;
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|_| OidcError(format!("the token endpoint answered {status} without JSON")))?;
+        if !status.is_success() {
+            let error = v["error"].as_str().unwrap_or("unknown error");
+            return Err(OidcError(format!(
+                "the token endpoint refused the code: {error}"
+            )));
+        }
+        v["id_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| OidcError("the token endpoint returned no id_token".into()))
+    }
 }
 
 fn default_refresh() -> u64 {
@@ -211,10 +453,37 @@ impl Verifier {
         token.split('.').count() == 3 && token.len() > 20
     }
 
-    /// Verifies a token at `now_ms`: signature by a key of the set (chosen
-    /// by `kid`), an allowed algorithm, issuer, audience, `exp` (required)
-    /// and `nbf` with the leeway.
+    /// Verifies a bearer token at `now_ms`: signature by a key of the set
+    /// (chosen by `kid`), an allowed algorithm, issuer, audience, `exp`
+    /// (required) and `nbf` with the leeway.
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, &'static str> {
+        self.verify_for(token, now_ms, &self.config.audience)
+            .map(|(c, _)| c)
+    }
+
+    /// Verifies the ID token of a page sign-in: as a bearer token, but for
+    /// the client id, and carrying the flow's nonce.
+    pub fn verify_id_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Claims, &'static str> {
+        let (claims, all) = self.verify_for(token, now_ms, client_id)?;
+        let said = all.get("nonce").and_then(Value::as_str).unwrap_or("");
+        if said.is_empty() || !crate::identity::secrets_equal(said, nonce) {
+            return Err("the ID token's nonce is not this sign-in's");
+        }
+        Ok(claims)
+    }
+
+    fn verify_for(
+        &self,
+        token: &str,
+        now_ms: i64,
+        audience: &str,
+    ) -> Result<(Claims, serde_json::Map<String, Value>), &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "the JWT does not parse")?;
         if !self.algorithms.contains(&header.alg) {
             return Err("the JWT's algorithm is not accepted");
@@ -230,7 +499,7 @@ impl Verifier {
         let mut v = Validation::new(header.alg);
         v.algorithms = vec![header.alg];
         v.set_issuer(&[&self.config.issuer]);
-        v.set_audience(&[&self.config.audience]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         // Time is checked below, against the engine's clock.
         v.validate_exp = false;
@@ -285,6 +554,69 @@ impl Verifier {
                 _ => vec![],
             },
         };
-        Ok(Claims { subject, groups })
+        Ok((Claims { subject, groups }, claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign_in() -> SignInConfig {
+        SignInConfig {
+            authorization_endpoint: "https://idp.example/authorize".into(),
+            token_endpoint: "https://idp.example/token".into(),
+            client_id: "gavel".into(),
+            redirect_url: "https://gavel.example/ui/oidc/callback".into(),
+            client_secret_file: None,
+            client_secret_env: None,
+            scopes: vec!["openid".into()],
+            label: "x".into(),
+        }
+    }
+
+    #[test]
+    fn the_pkce_challenge_is_rfc_7636s() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn a_flow_round_trips_through_its_cookie_and_nothing_else_parses() {
+        let f = Flow::start(42).unwrap();
+        assert_eq!(Flow::from_cookie(&f.to_cookie()), Some(f.clone()));
+        assert_ne!(Flow::start(42).unwrap().state, f.state);
+        for bad in ["", "a.b.c.1", &format!("{}.x", f.to_cookie()), "x.y.z.w"] {
+            assert_eq!(Flow::from_cookie(bad), None, "{bad}");
+        }
+        let url = SignIn::new(sign_in()).unwrap().authorization_url(&f);
+        assert!(url.starts_with("https://idp.example/authorize?response_type=code&"));
+        assert!(url.contains(&format!("code_challenge={}", pkce_challenge(&f.verifier))));
+        assert!(
+            !url.contains(&f.verifier),
+            "the verifier never leaves the server"
+        );
+    }
+
+    #[test]
+    fn unsafe_sign_in_configurations_are_refused() {
+        let mut c = sign_in();
+        c.token_endpoint = "http://idp.example/token".into();
+        assert!(SignIn::new(c).unwrap_err().0.contains("https"));
+        let mut c = sign_in();
+        c.token_endpoint = "http://127.0.0.1:9/token".into();
+        assert!(SignIn::new(c).is_ok(), "loopback may be plain HTTP");
+        let mut c = sign_in();
+        c.redirect_url = "https://gavel.example/elsewhere".into();
+        assert!(SignIn::new(c).is_err());
+        let mut c = sign_in();
+        c.scopes = vec!["profile".into()];
+        assert!(SignIn::new(c).is_err());
+        let mut c = sign_in();
+        c.client_secret_env = Some("GAVEL_TEST_SURELY_UNSET_SECRET".into());
+        assert!(SignIn::new(c).unwrap_err().0.contains("not set"));
     }
 }

@@ -385,6 +385,14 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         say!("TLS on both listeners; client certificates {certs}");
     }
     tracing::info!(%addr, %http_addr, %snapshot, replica = %config.replica_id, "serving");
+    // Page sign-in through the issuer: checked and its secret read at
+    // start, so a broken configuration stops the start.
+    let sign_in = match config.oidc.as_ref().and_then(|o| o.sign_in.clone()) {
+        Some(s) => Some(Arc::new(
+            crate::oidc::SignIn::new(s).map_err(|e| CliError(e.to_string()))?,
+        )),
+        None => None,
+    };
     let slack_app = match &config.notify.slack {
         Some(s) => Some(s.app().map_err(|e| CliError(e.to_string()))?),
         None => None,
@@ -407,6 +415,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             HttpOptions {
                 max_body_bytes: config.limits.max_request_bytes + 64 * 1024,
                 slack: slack_app,
+                oidc: sign_in,
                 secure_cookies: tls.is_some(),
                 ..HttpOptions::default()
             },

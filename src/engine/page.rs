@@ -69,6 +69,26 @@ impl Engine {
             .by_token(token.trim())
             .cloned()
             .ok_or_else(|| Refusal::field(Reason::Unauthenticated, "token", "unknown token"))?;
+        self.open_session(identity, "token").await
+    }
+
+    /// Signs a browser in with the ID token of an OIDC sign-in, checked
+    /// against the engine's clock, the client id and the flow's nonce.
+    pub async fn sign_in_with_id_token(
+        &self,
+        id_token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Session, Refusal> {
+        let identity = self
+            .directory
+            .by_id_token(id_token, self.now(), client_id, nonce)
+            .cloned()
+            .map_err(|m| Refusal::new(Reason::Unauthenticated, m))?;
+        self.open_session(identity, "oidc").await
+    }
+
+    async fn open_session(&self, identity: Identity, how: &str) -> Result<Session, Refusal> {
         let secret = crate::identity::new_token().map_err(|e| {
             tracing::error!(error = %e, "no randomness for a session");
             Refusal::new(Reason::Unavailable, "cannot create a session right now")
@@ -85,7 +105,7 @@ impl Engine {
             })
             .await
             .map_err(store_refusal)?;
-        tracing::info!(identity = %identity.name, "page sign-in");
+        tracing::info!(identity = %identity.name, how, "page sign-in");
         Ok(Session {
             secret,
             identity,

@@ -162,6 +162,8 @@ pub struct Spawn {
     pub oidc: Option<Arc<gavel::oidc::Verifier>>,
     /// The people, when not [`PEOPLE`].
     pub directory: Option<Directory>,
+    /// The HTTP listener, when the test must know its port first.
+    pub http_listener: Option<std::net::TcpListener>,
 }
 
 impl Spawn {
@@ -177,6 +179,7 @@ impl Spawn {
             tls: None,
             oidc: None,
             directory: None,
+            http_listener: None,
         }
     }
 }
@@ -226,7 +229,13 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
     .unwrap_or_else(|e| panic!("engine: {e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = match opts.http_listener {
+        Some(l) => {
+            l.set_nonblocking(true).unwrap();
+            tokio::net::TcpListener::from_std(l).unwrap()
+        }
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
     let http_addr = http_listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {

@@ -59,6 +59,7 @@ fn config(jwks_file: Option<std::path::PathBuf>, jwks_url: Option<String>) -> Oi
         group_roles: vec!["finance".into()],
         algorithms: vec!["EdDSA".into(), "RS256".into()],
         leeway_secs: 30,
+        sign_in: None,
     }
 }
 
@@ -287,4 +288,352 @@ async fn keys_are_fetched_from_the_issuer_and_bad_configurations_refused() {
     assert!(Verifier::new(bad).unwrap_err().0.contains("HS256"));
     assert!(Verifier::new(config(None, None)).is_err());
     assert!(Verifier::new(config(Some("/x".into()), Some("http://x".into()))).is_err());
+}
+
+// ------------------------------------------------------------ page sign-in
+
+const CLIENT: &str = "gavel-page";
+const CLIENT_SECRET: &str = "client-secret-for-tests";
+
+/// One authorization the fake IdP handed out, waiting for its code.
+struct Grant {
+    redirect_uri: String,
+    challenge: String,
+    nonce: String,
+    sub: String,
+}
+
+/// A fake IdP speaking the authorization code flow with PKCE (RFC 6749
+/// §4.1, RFC 7636): `/authorize` logs in whoever `login_as` names and
+/// redirects back with a single-use code; `/token` checks the client, its
+/// secret, the redirect URI and the PKCE verifier, and signs an ID token.
+struct FakeIdp {
+    signer: Signer,
+    grants: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+    /// The subject who signs in; `deny` answers `access_denied`.
+    login_as: std::sync::Mutex<String>,
+    /// Sign ID tokens with this nonce instead of the one asked for.
+    wrong_nonce: std::sync::atomic::AtomicBool,
+    now_s: std::sync::atomic::AtomicI64,
+}
+
+fn redirect(to: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::response::Redirect::to(&to).into_response()
+}
+
+async fn idp_authorize(
+    axum::extract::State(idp): axum::extract::State<Arc<FakeIdp>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code"
+        || get("client_id") != CLIENT
+        || get("code_challenge_method") != "S256"
+        || get("code_challenge").len() != 43
+        || !get("scope").split(' ').any(|s| s == "openid")
+        || get("nonce").is_empty()
+    {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad authorization request",
+        )
+            .into_response();
+    }
+    let redirect_uri = get("redirect_uri");
+    let who = idp.login_as.lock().unwrap().clone();
+    let state = get("state");
+    if who == "deny" {
+        return redirect(format!("{redirect_uri}?error=access_denied&state={state}"));
+    }
+    let code = format!("code-{}", idp.grants.lock().unwrap().len() + 1);
+    idp.grants.lock().unwrap().insert(
+        code.clone(),
+        Grant {
+            redirect_uri: redirect_uri.clone(),
+            challenge: get("code_challenge"),
+            nonce: get("nonce"),
+            sub: who,
+        },
+    );
+    redirect(format!("{redirect_uri}?code={code}&state={state}"))
+}
+
+async fn idp_token(
+    axum::extract::State(idp): axum::extract::State<Arc<FakeIdp>>,
+    axum::Form(f): axum::Form<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use sha2::Digest as _;
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let invalid = |e: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e})),
+        )
+            .into_response()
+    };
+    if get("client_id") != CLIENT || get("client_secret") != CLIENT_SECRET {
+        return invalid("invalid_client");
+    }
+    // A code is used once, whatever the outcome.
+    let Some(g) = idp.grants.lock().unwrap().remove(&get("code")) else {
+        return invalid("invalid_grant");
+    };
+    let challenge = B64.encode(sha2::Sha256::digest(get("code_verifier").as_bytes()));
+    if get("grant_type") != "authorization_code"
+        || get("redirect_uri") != g.redirect_uri
+        || challenge != g.challenge
+    {
+        return invalid("invalid_grant");
+    }
+    let now = idp.now_s.load(std::sync::atomic::Ordering::SeqCst);
+    let nonce = if idp.wrong_nonce.load(std::sync::atomic::Ordering::SeqCst) {
+        "not-the-flows-nonce".to_owned()
+    } else {
+        g.nonce
+    };
+    let id_token = idp.signer.sign(&json!({
+        "iss": ISSUER, "aud": CLIENT, "sub": g.sub, "nonce": nonce,
+        "iat": now, "exp": now + 300,
+    }));
+    axum::Json(json!({"access_token": "opaque", "token_type": "Bearer", "id_token": id_token}))
+        .into_response()
+}
+
+struct SignInWorld {
+    app: TestApp,
+    idp: Arc<FakeIdp>,
+    browser: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn sign_in_world() -> SignInWorld {
+    let idp = Arc::new(FakeIdp {
+        signer: Signer::new("k1"),
+        grants: Default::default(),
+        login_as: std::sync::Mutex::new("idp|alice".into()),
+        wrong_nonce: Default::default(),
+        now_s: std::sync::atomic::AtomicI64::new(0),
+    });
+    let router = axum::Router::new()
+        .route("/authorize", axum::routing::get(idp_authorize))
+        .route("/token", axum::routing::post(idp_token))
+        .with_state(idp.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, idp.signer.jwks().to_string()).unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+    // The redirect URL names the page's port, so the page's listener is
+    // bound here and handed to the server.
+    let http_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http_listener.local_addr().unwrap().port();
+    let sign_in = gavel::oidc::SignInConfig {
+        authorization_endpoint: format!("http://{idp_addr}/authorize"),
+        token_endpoint: format!("http://{idp_addr}/token"),
+        client_id: CLIENT.into(),
+        redirect_url: format!("http://127.0.0.1:{http_port}/ui/oidc/callback"),
+        client_secret_file: Some(secret),
+        client_secret_env: None,
+        scopes: vec!["openid".into(), "profile".into()],
+        label: "Sign in with Test IdP".into(),
+    };
+    let mut c = config(Some(jwks), None);
+    c.sign_in = Some(sign_in.clone());
+    let mut spawn = Spawn {
+        oidc: Some(Arc::new(Verifier::new(c).unwrap())),
+        ..Spawn::on(Backend::Sqlite)
+    };
+    spawn.http.oidc = Some(Arc::new(gavel::oidc::SignIn::new(sign_in).unwrap()));
+    spawn.http_listener = Some(http_listener);
+    let app = spawn_with(spawn).await.unwrap();
+    idp.now_s
+        .store(app.engine.now() / 1000, std::sync::atomic::Ordering::SeqCst);
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    SignInWorld {
+        app,
+        idp,
+        browser,
+        _dir: dir,
+    }
+}
+
+/// The `name=value` of a `Set-Cookie` header for `name`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let value = v.split(';').next().unwrap().to_owned();
+            (value, v.to_owned())
+        })
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+impl SignInWorld {
+    fn page(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.http_addr)
+    }
+
+    /// The button, then the IdP: the callback URL and the flow cookie.
+    async fn to_callback(&self) -> (String, String) {
+        let r = self
+            .browser
+            .get(self.page("/ui/oidc/start"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_redirection(), "{r:?}");
+        let (flow, raw) = set_cookie(&r, "gavel_oidc").expect("a flow cookie");
+        assert!(
+            raw.contains("HttpOnly") && raw.contains("SameSite=Lax"),
+            "{raw}"
+        );
+        let at_idp = location(&r);
+        assert!(at_idp.contains("code_challenge_method=S256"), "{at_idp}");
+        let r = self.browser.get(at_idp).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{r:?}");
+        (location(&r), flow)
+    }
+
+    async fn callback(&self, url: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
+        let mut req = self.browser.get(url);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        let session = set_cookie(&r, "gavel_session").map(|(v, _)| v);
+        let cleared = set_cookie(&r, "gavel_oidc").map(|(_, raw)| raw);
+        assert!(
+            cleared.is_some_and(|c| c.contains("Max-Age=0")),
+            "every callback ends the flow"
+        );
+        (r.status().as_u16(), r.text().await.unwrap(), session)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_signs_in_through_the_idp_with_pkce() {
+    let w = sign_in_world().await;
+    let login = w.browser.get(w.page("/ui/login")).send().await.unwrap();
+    assert!(
+        login
+            .text()
+            .await
+            .unwrap()
+            .contains("Sign in with Test IdP")
+    );
+
+    let (callback, flow) = w.to_callback().await;
+    assert!(
+        callback.starts_with(&w.page("/ui/oidc/callback?code=")),
+        "{callback}"
+    );
+    let (status, body, session) = w.callback(&callback, Some(&flow)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Signed in as alice"), "{body}");
+    let session = session.expect("a session cookie");
+    let queue = w
+        .browser
+        .get(w.page("/ui/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queue.status(), 200);
+    assert!(queue.text().await.unwrap().contains("alice"));
+
+    // The same callback again: the code was used once, at the IdP.
+    let (status, body, session) = w.callback(&callback, Some(&flow)).await;
+    assert_eq!((status, session), (401, None));
+    assert!(body.contains("invalid_grant"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_doubtful_sign_in_is_refused_and_signs_no_one_in() {
+    let w = sign_in_world().await;
+    let refused = |(status, body, session): (u16, String, Option<String>), why: &str| {
+        assert_eq!(status, 401, "{why}: {body}");
+        assert!(session.is_none(), "{why}: no session");
+        assert!(body.contains(why), "expected `{why}` in {body}");
+    };
+
+    // No flow in this browser (a link from someone else's sign-in).
+    let (callback, _) = w.to_callback().await;
+    refused(
+        w.callback(&callback, None).await,
+        "no sign-in is in progress",
+    );
+
+    // A state that is not the flow's.
+    let (callback, flow) = w.to_callback().await;
+    let forged = callback.replace("state=", "state=x");
+    refused(
+        w.callback(&forged, Some(&flow)).await,
+        "state does not match",
+    );
+
+    // Another flow's verifier: the IdP's PKCE check fails.
+    let (callback, flow) = w.to_callback().await;
+    let (_, other) = w.to_callback().await;
+    let parts: Vec<&str> = flow.trim_start_matches("gavel_oidc=").split('.').collect();
+    let theirs: Vec<&str> = other.trim_start_matches("gavel_oidc=").split('.').collect();
+    let swapped = format!(
+        "gavel_oidc={}.{}.{}.{}",
+        parts[0], parts[1], theirs[2], parts[3]
+    );
+    refused(w.callback(&callback, Some(&swapped)).await, "invalid_grant");
+
+    // An ID token for another nonce.
+    w.idp
+        .wrong_nonce
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (callback, flow) = w.to_callback().await;
+    refused(w.callback(&callback, Some(&flow)).await, "nonce");
+    w.idp
+        .wrong_nonce
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // A subject no identity lists.
+    *w.idp.login_as.lock().unwrap() = "idp|stranger".into();
+    let (callback, flow) = w.to_callback().await;
+    refused(
+        w.callback(&callback, Some(&flow)).await,
+        "no configured identity",
+    );
+
+    // The IdP says no.
+    *w.idp.login_as.lock().unwrap() = "deny".into();
+    let (callback, flow) = w.to_callback().await;
+    refused(w.callback(&callback, Some(&flow)).await, "access_denied");
+
+    // Too slow: the flow is older than ten minutes by the server's clock.
+    *w.idp.login_as.lock().unwrap() = "idp|alice".into();
+    let (callback, flow) = w.to_callback().await;
+    w.app.clock.advance_secs(11 * 60);
+    refused(w.callback(&callback, Some(&flow)).await, "took too long");
+
+    // An ID token already expired by the server's clock: the IdP's clock
+    // stayed eleven minutes behind, and its tokens live five.
+    let (callback, flow) = w.to_callback().await;
+    refused(w.callback(&callback, Some(&flow)).await, "expired");
 }

@@ -40,8 +40,10 @@ pub struct HttpState {
     pub secure_cookies: bool,
     /// The Slack app whose interactions `/slack/interactions` takes.
     pub slack: Option<crate::notify::SlackApp>,
-    /// For calls out (Slack's `views.open`).
+    /// For calls out (Slack's `views.open`, the IdP's token endpoint).
     pub client: reqwest::Client,
+    /// Page sign-in through the OIDC issuer, when configured.
+    pub oidc: Option<Arc<crate::oidc::SignIn>>,
 }
 
 type State = Arc<HttpState>;
@@ -53,6 +55,8 @@ pub struct HttpOptions {
     pub max_policy_bytes: usize,
     pub secure_cookies: bool,
     pub slack: Option<crate::notify::SlackApp>,
+    /// Page sign-in through the OIDC issuer.
+    pub oidc: Option<Arc<crate::oidc::SignIn>>,
 }
 
 impl Default for HttpOptions {
@@ -62,6 +66,7 @@ impl Default for HttpOptions {
             max_policy_bytes: 16 * 1024 * 1024,
             secure_cookies: false,
             slack: None,
+            oidc: None,
         }
     }
 }
@@ -74,6 +79,7 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
         max_policy_bytes: options.max_policy_bytes,
         secure_cookies: options.secure_cookies,
         slack: options.slack,
+        oidc: options.oidc,
         client: crate::notify::outbound_client().unwrap_or_default(),
     });
     let (api, doc) = api::router().split_for_parts();

@@ -28,6 +28,9 @@ use std::collections::HashMap;
 
 const COOKIE: &str = "gavel_session";
 const LOGIN_COOKIE: &str = "gavel_login";
+/// The OIDC flow in progress. `SameSite=Lax`: the IdP's redirect back is
+/// a cross-site navigation, on which a `Strict` cookie would not be sent.
+const OIDC_COOKIE: &str = "gavel_oidc";
 const FORM_LIMIT: usize = 64 * 1024;
 /// Jobs created within this window count for a person's statistics.
 const STATS_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -37,6 +40,8 @@ pub(super) fn router() -> Router<State> {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(queue))
         .route("/ui/login", get(login_form).post(login))
+        .route("/ui/oidc/start", get(oidc_start))
+        .route("/ui/oidc/callback", get(oidc_callback))
         .route("/ui/logout", post(logout))
         .route("/ui/jobs/{job_id}", get(job_page))
         .route("/ui/jobs/{job_id}/approve", post(approve))
@@ -313,6 +318,10 @@ async fn login_form(AxState(state): AxState<State>) -> Page {
             None,
             html! {
                 p { "Paste your gavel token. The page keeps a session; the token is not stored in the browser." }
+                @if let Some(o) = &state.oidc {
+                    p { a.button href="/ui/oidc/start" { (o.config.label) } }
+                    p { "Or paste a token:" }
+                }
                 form.card method="post" action="/ui/login" {
                     input type="hidden" name="login" value=(nonce);
                     label { "Token" input type="password" name="token" autocomplete="off" required; }
@@ -375,6 +384,142 @@ async fn login(AxState(state): AxState<State>, req: Request) -> Page {
                 },
             ),
         ),
+    }
+}
+
+fn oidc_cookie(state: &State, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{OIDC_COOKIE}={value}; Path=/ui/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn not_configured() -> Refusal {
+    Refusal::new(
+        Reason::NotFound,
+        "sign-in through an identity provider is not configured",
+    )
+}
+
+/// The sign-in button: a fresh flow in a cookie, then off to the IdP.
+async fn oidc_start(AxState(state): AxState<State>) -> Page {
+    let Some(o) = &state.oidc else {
+        return refusal_page(None, &not_configured());
+    };
+    let flow = match crate::oidc::Flow::start(state.engine.now()) {
+        Ok(f) => f,
+        Err(e) => {
+            return refusal_page(None, &Refusal::new(Reason::Unavailable, e.to_string()));
+        }
+    };
+    let mut page = Page(Redirect::to(&o.authorization_url(&flow)).into_response());
+    page.0.headers_mut().append(
+        header::SET_COOKIE,
+        oidc_cookie(&state, &flow.to_cookie(), crate::oidc::FLOW_TTL_MS / 1000),
+    );
+    page
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// The IdP sends the browser back here with a code (or an error). The
+/// flow cookie is used once, whatever happens.
+async fn oidc_callback(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    args: Result<Query<Callback>, QueryRejection>,
+) -> Page {
+    let mut page = oidc_finish(&state, &headers, args).await;
+    page.0
+        .headers_mut()
+        .append(header::SET_COOKIE, oidc_cookie(&state, "", 0));
+    page
+}
+
+async fn oidc_finish(
+    state: &State,
+    headers: &HeaderMap,
+    args: Result<Query<Callback>, QueryRejection>,
+) -> Page {
+    let Some(o) = &state.oidc else {
+        return refusal_page(None, &not_configured());
+    };
+    let refused = |m: String| {
+        html_page(
+            StatusCode::UNAUTHORIZED,
+            layout(
+                "Sign in",
+                None,
+                html! {
+                    (banner(&Refusal::new(Reason::Unauthenticated, m)))
+                    p { a href="/ui/login" { "Try again" } }
+                },
+            ),
+        )
+    };
+    let Ok(Query(cb)) = args else {
+        return refused("the identity provider's answer does not parse".into());
+    };
+    let Some(flow) = cookie(headers, OIDC_COOKIE).and_then(|v| crate::oidc::Flow::from_cookie(&v))
+    else {
+        return refused("no sign-in is in progress in this browser; start again".into());
+    };
+    if !crate::identity::secrets_equal(&flow.state, &cb.state) {
+        return refused("the sign-in's state does not match; start again".into());
+    }
+    if state.engine.now() - flow.started_ms > crate::oidc::FLOW_TTL_MS {
+        return refused("the sign-in took too long; start again".into());
+    }
+    if !cb.error.is_empty() {
+        return refused(format!("the identity provider refused: {}", cb.error));
+    }
+    if cb.code.is_empty() {
+        return refused("the identity provider sent no code".into());
+    }
+    let id_token = match o.exchange(&state.client, &cb.code, &flow).await {
+        Ok(t) => t,
+        Err(e) => return refused(e.0),
+    };
+    match state
+        .engine
+        .sign_in_with_id_token(&id_token, &o.config.client_id, &flow.nonce)
+        .await
+    {
+        Err(r) => refused(r.message),
+        Ok(s) => {
+            // A page, not a redirect: the browser arrived from the IdP's
+            // site, and a `SameSite=Strict` session cookie set now is sent
+            // only on a navigation that starts here.
+            let mut page = html_page(
+                StatusCode::OK,
+                html! {
+                    (DOCTYPE)
+                    html lang="en" {
+                        head {
+                            meta charset="utf-8";
+                            meta http-equiv="refresh" content="0; url=/ui/";
+                            title { "Signed in" }
+                        }
+                        body { p { "Signed in as " (s.identity.name) ". " a href="/ui/" { "Continue" } } }
+                    }
+                },
+            );
+            let ttl = (s.expires_at - state.engine.now()) / 1000;
+            page.0.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(state, COOKIE, &s.secret, ttl),
+            );
+            page
+        }
     }
 }
 
