@@ -64,17 +64,24 @@ fn config(jwks_file: Option<std::path::PathBuf>, jwks_url: Option<String>) -> Oi
 }
 
 async fn server(signer: &Signer) -> (TestApp, tempfile::TempDir) {
+    server_on(signer, Backend::Sqlite)
+        .await
+        .expect("sqlite server")
+}
+
+/// A server on `backend` taking the signer's JWTs, or `None` when
+/// PostgreSQL is unavailable.
+async fn server_on(signer: &Signer, backend: Backend) -> Option<(TestApp, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, signer.jwks().to_string()).unwrap();
     let verifier = Verifier::new(config(Some(jwks), None)).unwrap();
     let app = spawn_with(Spawn {
         oidc: Some(Arc::new(verifier)),
-        ..Spawn::on(Backend::Sqlite)
+        ..Spawn::on(backend)
     })
-    .await
-    .expect("sqlite server");
-    (app, dir)
+    .await?;
+    Some((app, dir))
 }
 
 /// Claims valid at the app's clock, for `sub`.
@@ -113,10 +120,11 @@ fn refused(r: Result<pb::JobRecord, tonic::Status>) -> String {
     e.message().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwts_name_people_and_everything_doubtful_is_refused() {
+async fn jwts_name_people_and_everything_doubtful_is_refused(b: Backend) {
     let signer = Signer::new("k1");
-    let (app, _dir) = server(&signer).await;
+    let Some((app, _dir)) = server_on(&signer, b).await else {
+        return;
+    };
     let mut agent = app.as_("agent-1").await;
     agent
         .decision
@@ -409,7 +417,7 @@ struct SignInWorld {
     _dir: tempfile::TempDir,
 }
 
-async fn sign_in_world() -> SignInWorld {
+async fn sign_in_world(backend: Backend) -> Option<SignInWorld> {
     let idp = Arc::new(FakeIdp {
         signer: Signer::new("k1"),
         grants: Default::default(),
@@ -448,23 +456,23 @@ async fn sign_in_world() -> SignInWorld {
     c.sign_in = Some(sign_in.clone());
     let mut spawn = Spawn {
         oidc: Some(Arc::new(Verifier::new(c).unwrap())),
-        ..Spawn::on(Backend::Sqlite)
+        ..Spawn::on(backend)
     };
     spawn.http.oidc = Some(Arc::new(gavel::oidc::SignIn::new(sign_in).unwrap()));
     spawn.http_listener = Some(http_listener);
-    let app = spawn_with(spawn).await.unwrap();
+    let app = spawn_with(spawn).await?;
     idp.now_s
         .store(app.engine.now() / 1000, std::sync::atomic::Ordering::SeqCst);
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    SignInWorld {
+    Some(SignInWorld {
         app,
         idp,
         browser,
         _dir: dir,
-    }
+    })
 }
 
 /// The `name=value` of a `Set-Cookie` header for `name`.
@@ -531,9 +539,10 @@ impl SignInWorld {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_signs_in_through_the_idp_with_pkce() {
-    let w = sign_in_world().await;
+async fn the_page_signs_in_through_the_idp_with_pkce(b: Backend) {
+    let Some(w) = sign_in_world(b).await else {
+        return;
+    };
     let login = w.browser.get(w.page("/ui/login")).send().await.unwrap();
     assert!(
         login
@@ -568,9 +577,10 @@ async fn the_page_signs_in_through_the_idp_with_pkce() {
     assert!(body.contains("invalid_grant"), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_doubtful_sign_in_is_refused_and_signs_no_one_in() {
-    let w = sign_in_world().await;
+async fn every_doubtful_sign_in_is_refused_and_signs_no_one_in(b: Backend) {
+    let Some(w) = sign_in_world(b).await else {
+        return;
+    };
     let refused = |(status, body, session): (u16, String, Option<String>), why: &str| {
         assert_eq!(status, 401, "{why}: {body}");
         assert!(session.is_none(), "{why}: no session");
@@ -637,3 +647,16 @@ async fn every_doubtful_sign_in_is_refused_and_signs_no_one_in() {
     let (callback, flow) = w.to_callback().await;
     refused(w.callback(&callback, Some(&flow)).await, "expired");
 }
+
+crate::on_both_backends!(
+    jwts_name_people_and_everything_doubtful_is_refused,
+    jwts_name_people_and_everything_doubtful_is_refused
+);
+crate::on_both_backends!(
+    the_page_signs_in_through_the_idp_with_pkce,
+    the_page_signs_in_through_the_idp_with_pkce
+);
+crate::on_both_backends!(
+    every_doubtful_sign_in_is_refused_and_signs_no_one_in,
+    every_doubtful_sign_in_is_refused_and_signs_no_one_in
+);

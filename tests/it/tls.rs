@@ -120,14 +120,24 @@ impl Pki {
 }
 
 async fn server(pki: &Pki, require_client_cert: bool) -> (TestApp, Arc<Tls>) {
+    server_on(pki, require_client_cert, Backend::Sqlite)
+        .await
+        .expect("sqlite server")
+}
+
+/// A TLS server on `backend`, or `None` when PostgreSQL is unavailable.
+async fn server_on(
+    pki: &Pki,
+    require_client_cert: bool,
+    backend: Backend,
+) -> Option<(TestApp, Arc<Tls>)> {
     let tls = Tls::load(pki.config(require_client_cert)).unwrap();
     let app = spawn_with(Spawn {
         tls: Some(tls.clone()),
-        ..Spawn::on(Backend::Sqlite)
+        ..Spawn::on(backend)
     })
-    .await
-    .expect("sqlite server");
-    (app, tls)
+    .await?;
+    Some((app, tls))
 }
 
 /// A gRPC channel over TLS trusting `ca`, with a client certificate or not.
@@ -169,10 +179,11 @@ fn reason(s: &tonic::Status) -> (tonic::Code, String) {
     (s.code(), s.message().to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_name_people_on_both_doors() {
+async fn client_certificates_name_people_on_both_doors(b: Backend) {
     let pki = Pki::new();
-    let (app, _tls) = server(&pki, false).await;
+    let Some((app, _tls)) = server_on(&pki, false, b).await else {
+        return;
+    };
 
     // A token over TLS works as before; the agent has no certificate.
     let mut agent = as_cert(&app, &pki, None, Some(token("agent-1"))).await;
@@ -392,10 +403,11 @@ async fn certificates_reload_without_dropping_connections() {
     assert_eq!(d.state, pb::JobState::Allowed as i32);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_required_client_certificate_is_required() {
+async fn a_required_client_certificate_is_required(b: Backend) {
     let pki = Pki::new();
-    let (app, _tls) = server(&pki, true).await;
+    let Some((app, _tls)) = server_on(&pki, true, b).await else {
+        return;
+    };
     // Without a certificate the handshake fails (or the first call does).
     let refused = match channel(&app, &pki.ca.pem, None).await {
         Err(_) => true,
@@ -533,6 +545,83 @@ async fn the_cli_speaks_tls_with_a_token_or_a_client_certificate() {
     );
 }
 
+/// `gavel bench` over TLS: with the CA it decides, without it nothing
+/// gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gavel_bench_runs_over_tls() {
+    let pki = Pki::new();
+    let (app, _tls) = server(&pki, false).await;
+    let ids = serde_json::json!({"identities": crate::helpers::PEOPLE
+        .iter()
+        .map(|(name, roles, _)| serde_json::json!({"name": name, "token": token(name), "roles": roles}))
+        .collect::<Vec<_>>()});
+    std::fs::write(pki.path("identities.json"), ids.to_string()).unwrap();
+    let url = format!("https://localhost:{}", app.addr.port());
+    let ca = pki.path("ca.pem").display().to_string();
+    let identities = pki.path("identities.json").display().to_string();
+    let bench = |extra: Vec<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
+        for v in [
+            "GAVEL_TOKEN",
+            "GAVEL_SERVER",
+            "GAVEL_CA",
+            "GAVEL_CERT",
+            "GAVEL_KEY",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.args([
+            "bench",
+            "run",
+            "--server",
+            &url,
+            "--identities",
+            &identities,
+        ])
+        .args([
+            "--scenario",
+            "decide-allow",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ])
+        .args([
+            "--connections",
+            "1",
+            "--concurrency",
+            "2",
+            "--output",
+            "json",
+        ])
+        .args(extra)
+        .output()
+    };
+    let out = bench(vec!["--ca", &ca]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["ok"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let out = bench(vec![]).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an untrusted server is not benched"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{r}"
+    );
+}
+
 /// `gavel serve --config` with a `[tls]` table, end to end: the server says
 /// TLS is on, the CLI reaches it with a client certificate, and plaintext
 /// does not.
@@ -611,3 +700,12 @@ fn gavel_serve_reads_its_tls_table() {
     );
     assert_eq!(plain.status.code(), Some(1));
 }
+
+crate::on_both_backends!(
+    client_certificates_name_people_on_both_doors,
+    client_certificates_name_people_on_both_doors
+);
+crate::on_both_backends!(
+    a_required_client_certificate_is_required,
+    a_required_client_certificate_is_required
+);
