@@ -518,3 +518,104 @@ async fn a_tenant_reload_reaches_another_replica() {
     )
     .await;
 }
+
+/// The command line names tenants too: reload and show a tenant's policy,
+/// export and read its audit entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reloads_shows_and_audits_per_tenant() {
+    let app = spawn_tenants(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pay.yaml");
+    std::fs::write(&file, pay_policy("from the cli")).unwrap();
+    let server = format!("http://{}", app.addr);
+    let gavel = |who: &str, args: Vec<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
+        for v in [
+            "GAVEL_TOKEN",
+            "GAVEL_SERVER",
+            "GAVEL_CA",
+            "GAVEL_CERT",
+            "GAVEL_KEY",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.args(["--output", "json"])
+            .args(args)
+            .args(["--server", &server, "--token", &token(who)])
+            .output()
+    };
+    let file = file.display().to_string();
+    let out = gavel("pay-op", vec!["policy", "reload", "--tenant", "pay", &file])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["policy_snapshot"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("cfg:pay:policy#sha256:"), "{v}");
+    let out = gavel(
+        "search-op",
+        vec!["policy", "reload", "--tenant", "pay", &file],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+
+    let out = gavel("pay-op", vec!["policy", "show", "--tenant", "pay"])
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert!(v["source"].as_str().unwrap().contains("from the cli"));
+
+    decide(
+        &mut app.as_("pay-agent").await,
+        tjob("c-1", "pay", "deploy"),
+    )
+    .await
+    .unwrap();
+    decide(
+        &mut app.as_("search-agent").await,
+        tjob("c-2", "search", "deploy"),
+    )
+    .await
+    .unwrap();
+    let out = gavel("root-auditor", vec!["audit", "export", "--tenant", "pay"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|e| e["job_id"] == "c-1"));
+    assert!(lines.iter().all(|e| e["tenant"] == "pay"), "{lines:?}");
+    let out = gavel(
+        "root-auditor",
+        vec!["audit", "job", "c-1", "--tenant", "search"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let out = gavel("pay-auditor", vec!["audit", "job", "c-1"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
