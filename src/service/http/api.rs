@@ -1275,7 +1275,7 @@ pub struct AuditList {
 
 /// One job's whole story from the audit log: decision, approvals, bind, outcome.
 #[utoipa::path(get, path = "/api/v1/audit/jobs/{job_id}", tag = "audit",
-    params(JobPath),
+    params(JobPath, TenantQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = AuditList),
