@@ -622,3 +622,19 @@ pub async fn eventually<T>(
         tokio::task::yield_now().await;
     }
 }
+
+/// The `gavel` binary, with none of the connection settings of the
+/// environment the tests run in.
+pub fn gavel_cli() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
+    for v in [
+        "GAVEL_TOKEN",
+        "GAVEL_SERVER",
+        "GAVEL_CA",
+        "GAVEL_CERT",
+        "GAVEL_KEY",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
+}

@@ -170,13 +170,12 @@ impl Setup {
     }
 
     async fn state(&self, id: &str) -> String {
-        let who = self
-            .app
-            .engine
-            .directory()
-            .by_name("auditor")
-            .unwrap()
-            .clone();
+        self.state_as("auditor", id).await
+    }
+
+    /// A job's state as `who` reads it.
+    async fn state_as(&self, who: &str, id: &str) -> String {
+        let who = self.app.engine.directory().by_name(who).unwrap().clone();
         self.app
             .engine
             .get_job(&who, id)
@@ -492,21 +491,8 @@ async fn slack_approvers_act_only_in_their_tenants() {
         .interact(&submit(carol, "gavel_reject", &value, "no"))
         .await;
     assert!(v.to_string().contains("NOT_FOUND"), "{v}");
-    let who = s
-        .app
-        .engine
-        .directory()
-        .by_name("root-auditor")
-        .unwrap()
-        .clone();
     assert_eq!(
-        s.app
-            .engine
-            .get_job(&who, "t-1")
-            .await
-            .unwrap()
-            .state
-            .as_str(),
+        s.state_as("root-auditor", "t-1").await,
         "pending",
         "nothing changed"
     );
@@ -519,14 +505,5 @@ async fn slack_approvers_act_only_in_their_tenants() {
         ))
         .await;
     assert_eq!(v, json!({"response_action": "clear"}));
-    assert_eq!(
-        s.app
-            .engine
-            .get_job(&who, "t-1")
-            .await
-            .unwrap()
-            .state
-            .as_str(),
-        "approved"
-    );
+    assert_eq!(s.state_as("root-auditor", "t-1").await, "approved");
 }

@@ -529,17 +529,8 @@ async fn the_cli_reloads_shows_and_audits_per_tenant() {
     std::fs::write(&file, pay_policy("from the cli")).unwrap();
     let server = format!("http://{}", app.addr);
     let gavel = |who: &str, args: Vec<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
-        for v in [
-            "GAVEL_TOKEN",
-            "GAVEL_SERVER",
-            "GAVEL_CA",
-            "GAVEL_CERT",
-            "GAVEL_KEY",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.args(["--output", "json"])
+        gavel_cli()
+            .args(["--output", "json"])
             .args(args)
             .args(["--server", &server, "--token", &token(who)])
             .output()

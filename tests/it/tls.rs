@@ -4,7 +4,7 @@
 //! required client certificates, and reloading without dropping a
 //! connection.
 
-use crate::helpers::{Clients, Spawn, TestApp, clients, job, spawn_with, token};
+use crate::helpers::{Clients, Spawn, TestApp, clients, gavel_cli, job, spawn_with, token};
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use gavel::tls::{Tls, TlsConfig};
@@ -467,19 +467,7 @@ async fn the_cli_speaks_tls_with_a_token_or_a_client_certificate() {
     let ca = pki.path("ca.pem").display().to_string();
     let cert = pki.path("alice.pem").display().to_string();
     let key = pki.path("alice.key").display().to_string();
-    let gavel = |args: Vec<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
-        for v in [
-            "GAVEL_TOKEN",
-            "GAVEL_SERVER",
-            "GAVEL_CA",
-            "GAVEL_CERT",
-            "GAVEL_KEY",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.args(args).output()
-    };
+    let gavel = |args: Vec<&str>| gavel_cli().args(args).output();
 
     // A client certificate stands in for the token.
     let out = gavel(vec![
@@ -560,42 +548,33 @@ async fn gavel_bench_runs_over_tls() {
     let ca = pki.path("ca.pem").display().to_string();
     let identities = pki.path("identities.json").display().to_string();
     let bench = |extra: Vec<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"));
-        for v in [
-            "GAVEL_TOKEN",
-            "GAVEL_SERVER",
-            "GAVEL_CA",
-            "GAVEL_CERT",
-            "GAVEL_KEY",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.args([
-            "bench",
-            "run",
-            "--server",
-            &url,
-            "--identities",
-            &identities,
-        ])
-        .args([
-            "--scenario",
-            "decide-allow",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0",
-        ])
-        .args([
-            "--connections",
-            "1",
-            "--concurrency",
-            "2",
-            "--output",
-            "json",
-        ])
-        .args(extra)
-        .output()
+        gavel_cli()
+            .args([
+                "bench",
+                "run",
+                "--server",
+                &url,
+                "--identities",
+                &identities,
+            ])
+            .args([
+                "--scenario",
+                "decide-allow",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0",
+            ])
+            .args([
+                "--connections",
+                "1",
+                "--concurrency",
+                "2",
+                "--output",
+                "json",
+            ])
+            .args(extra)
+            .output()
     };
     let out = bench(vec!["--ca", &ca]).await.unwrap();
     assert!(
