@@ -331,6 +331,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             require_active_snapshot: config.bind.require_active_snapshot,
             session_ttl_ms: (config.session_ttl_secs as i64).saturating_mul(1000),
             tenancy: config.tenancy().map_err(|e| CliError(e.to_string()))?,
+            replica_id: config.replica_id.clone(),
             ..EngineOptions::default()
         },
     })

@@ -97,6 +97,13 @@ async fn group_commit(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>, ma
 impl Engine {
     /// Decide: evaluate a job against the active snapshot and record it.
     pub async fn decide(&self, who: &Identity, input: JobInput) -> Result<Decided, Refusal> {
+        let started = std::time::Instant::now();
+        let out = self.decide_timed(who, input).await;
+        self.metrics.decide_took(started.elapsed().as_secs_f64());
+        out
+    }
+
+    async fn decide_timed(&self, who: &Identity, input: JobInput) -> Result<Decided, Refusal> {
         require(who, AGENT, "Decide")?;
         let job = Job::from_input(input, &self.options.limits)?;
         let now = self.now();
@@ -123,6 +130,8 @@ impl Engine {
         );
         match self.recorder.record(self.store.as_ref(), decision).await? {
             Recorded::Inserted(record) => {
+                self.metrics
+                    .observe(crate::audit::EventKind::Decision, &record);
                 self.publish(crate::audit::EventKind::Decision, &record);
                 Ok(Decided {
                     view: JobView::new(record, now),

@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod decide;
 mod follow;
+mod metrics;
 mod page;
 mod snapshots;
 mod sweep;
@@ -54,6 +55,8 @@ pub struct EngineOptions {
     pub session_ttl_ms: i64,
     /// The declared tenants (none: single-tenant).
     pub tenancy: crate::tenant::Tenancy,
+    /// This replica's id, for its metrics.
+    pub replica_id: String,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +67,7 @@ impl Default for EngineOptions {
             max_batch: 512,
             session_ttl_ms: 8 * 3600 * 1000,
             tenancy: Default::default(),
+            replica_id: "main".into(),
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct Engine {
     recorder: decide::Recorder,
     changes: broadcast::Sender<JobChange>,
     signer: ReceiptSigner,
+    metrics: metrics::Metrics,
 }
 
 /// A store failure as callers see it: the kind, never the SQL.
@@ -156,7 +161,9 @@ impl Engine {
         } = settings;
         let (changes, _) = broadcast::channel(1024);
         let recorder = decide::Recorder::for_store(&store, options.max_batch);
+        let metrics = metrics::Metrics::new(&options.replica_id);
         let engine = Arc::new(Engine {
+            metrics,
             store,
             clock,
             directory,

@@ -126,6 +126,7 @@ impl Engine {
         let kind = command.kind();
         match self.store.transition(job_id, command, now).await {
             Ok(record) => {
+                self.metrics.observe(kind, &record);
                 self.publish(kind, &record);
                 Ok(JobView::new(record, now))
             }
@@ -255,6 +256,22 @@ impl Engine {
 
     /// Bind: the executor's single-use claim to run exactly this job.
     pub async fn bind(
+        &self,
+        who: &Identity,
+        job_id: &str,
+        content: BindContent,
+        snapshot_id: &str,
+    ) -> Result<Bound, Refusal> {
+        let started = std::time::Instant::now();
+        let out = self.bind_timed(who, job_id, content, snapshot_id).await;
+        self.metrics.bind_took(started.elapsed().as_secs_f64());
+        if let Err(r) = &out {
+            self.metrics.bind_refused(r.reason);
+        }
+        out
+    }
+
+    async fn bind_timed(
         &self,
         who: &Identity,
         job_id: &str,

@@ -11,6 +11,7 @@ mod http;
 mod jcs;
 mod matchers;
 mod mcp;
+mod metrics;
 mod notify;
 mod oidc;
 mod openapi;

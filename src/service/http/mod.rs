@@ -91,6 +91,7 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
+    .route("/metrics", axum::routing::get(metrics))
     .merge(page::router())
     .route(
         "/slack/interactions",
@@ -119,6 +120,23 @@ pub fn app(engine: Arc<Engine>, options: HttpOptions) -> Router {
         ),
     )
     .layer(axum::middleware::from_fn(close_if_body_unread))
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) exposition, for global
+/// operators and auditors (a scraper sends a bearer token).
+async fn metrics(
+    axum::extract::State(s): axum::extract::State<State>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    let text = s.engine.metrics_text(&who).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Answers with `Connection: close` when the handler left part of the
