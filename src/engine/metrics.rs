@@ -9,7 +9,7 @@ use super::Engine;
 use crate::approval::{JobRecord, JobState};
 use crate::audit::EventKind;
 use crate::refusal::{Reason, Refusal};
-use crate::store::JobFilter;
+use crate::store::{DeliveryResult, JobFilter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,6 +53,17 @@ struct SnapshotLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
     replica: String,
 }
@@ -79,6 +90,8 @@ pub struct Metrics {
     snapshot_version: Family<SnapshotLabels, Gauge>,
     snapshot_loaded: Family<SnapshotLabels, Gauge>,
     replica: Family<ReplicaLabels, Gauge>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    outbox_pending: Family<ChannelLabels, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -111,6 +124,8 @@ impl Metrics {
             snapshot_version: Family::default(),
             snapshot_loaded: Family::default(),
             replica: Family::default(),
+            deliveries: Family::default(),
+            outbox_pending: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -194,6 +209,16 @@ impl Metrics {
             m.snapshot_loaded.clone(),
         );
         r.register("replica", "This replica (always 1)", m.replica.clone());
+        r.register(
+            "deliveries",
+            "Notification delivery attempts by this replica, by channel and result (delivered, retry, dead)",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Notification deliveries waiting to be sent, by channel",
+            m.outbox_pending.clone(),
+        );
         m.replica
             .get_or_create(&ReplicaLabels {
                 replica: replica.to_owned(),
@@ -282,6 +307,22 @@ impl Metrics {
 }
 
 impl Engine {
+    /// Counts one delivery attempt of the notifier on this replica.
+    pub(crate) fn count_delivery(&self, channel: &str, result: &DeliveryResult) {
+        let result = match result {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Retry { .. } => "retry",
+            DeliveryResult::Dead { .. } => "dead",
+        };
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     /// The exposition text (OpenMetrics), with the queue and snapshot
     /// gauges read now. Installation-wide: global operators and auditors.
     pub async fn metrics_text(&self, who: &crate::identity::Identity) -> Result<String, Refusal> {
@@ -365,6 +406,21 @@ impl Engine {
             .map_err(super::store_refusal)?
             .len();
         m.unacknowledged_overrides.set(unacked as i64);
+        let waiting = self
+            .store
+            .deliveries("pending", SCRAPE_SCAN_LIMIT as i64)
+            .await
+            .map_err(super::store_refusal)?;
+        let mut by_channel: BTreeMap<String, i64> = BTreeMap::new();
+        for d in waiting {
+            *by_channel.entry(d.channel).or_default() += 1;
+        }
+        m.outbox_pending.clear();
+        for (channel, n) in by_channel {
+            m.outbox_pending
+                .get_or_create(&ChannelLabels { channel })
+                .set(n);
+        }
         m.snapshot_version.clear();
         m.snapshot_loaded.clear();
         let active = self

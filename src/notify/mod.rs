@@ -493,6 +493,7 @@ impl Notifier {
         let mut done = 0;
         for d in due {
             let result = self.deliver(&d).await;
+            self.engine.count_delivery(&d.channel, &result);
             let at = self.engine.now();
             if let DeliveryResult::Dead { error } = &result {
                 tracing::error!(delivery = %d.id, %error, "notification dead-lettered");

@@ -8,7 +8,7 @@ use gavel::proto::v1 as pb;
 use std::collections::BTreeMap;
 
 /// `name{labels}` → value, for every sample line.
-fn parse(text: &str) -> BTreeMap<String, f64> {
+pub fn parse(text: &str) -> BTreeMap<String, f64> {
     assert!(text.trim_end().ends_with("# EOF"), "a complete exposition");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -17,6 +17,12 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             (key.to_owned(), value.parse::<f64>().expect("a number"))
         })
         .collect()
+}
+
+/// The engine's exposition as the operator reads it, parsed.
+pub async fn read(app: &TestApp) -> BTreeMap<String, f64> {
+    let who = app.engine.directory().by_name("operator").unwrap().clone();
+    parse(&app.engine.metrics_text(&who).await.unwrap())
 }
 
 async fn scrape(app: &TestApp, who: Option<&str>) -> (u16, String) {

@@ -278,6 +278,12 @@ async fn a_receiver_that_is_down_gets_every_message_once_it_is_back() {
     assert_eq!(n.round().await.unwrap(), 2);
     assert!(seen.keys().is_empty());
     assert_eq!(n.round().await.unwrap(), 0, "retried before its backoff");
+    let m = crate::metrics::read(&app).await;
+    assert_eq!(
+        m.get("gavel_deliveries_total{channel=\"team\",result=\"retry\"}"),
+        Some(&2.0)
+    );
+    assert_eq!(m.get("gavel_outbox_pending{channel=\"team\"}"), Some(&2.0));
     let store = gavel::store::open(&app.db_url, "main").await.unwrap();
     let pending = store.deliveries("pending", 10).await.unwrap();
     assert_eq!(pending.len(), 2);
@@ -298,6 +304,12 @@ async fn a_receiver_that_is_down_gets_every_message_once_it_is_back() {
     assert_eq!(seen.refused.load(Ordering::SeqCst), 2);
     assert!(store.deliveries("pending", 10).await.unwrap().is_empty());
     assert_eq!(store.deliveries("delivered", 10).await.unwrap().len(), 2);
+    let m = crate::metrics::read(&app).await;
+    assert_eq!(
+        m.get("gavel_deliveries_total{channel=\"team\",result=\"delivered\"}"),
+        Some(&2.0)
+    );
+    assert!(!m.keys().any(|k| k.starts_with("gavel_outbox_pending{")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
