@@ -98,8 +98,16 @@ impl Engine {
     /// Decide: evaluate a job against the active snapshot and record it.
     pub async fn decide(&self, who: &Identity, input: JobInput) -> Result<Decided, Refusal> {
         let started = std::time::Instant::now();
+        let asked = input.job_id.clone();
         let out = self.decide_timed(who, input).await;
         self.metrics.decide_took(started.elapsed().as_secs_f64());
+        let job_id = out
+            .as_ref()
+            .map_or(asked.as_str(), |d| d.view.record.job_id.as_str());
+        let result = out
+            .as_ref()
+            .map(|d| d.view.record.evaluation.decision.as_str());
+        super::metrics::log_request("decide", &who.name, job_id, started, result);
         out
     }
 

@@ -306,6 +306,30 @@ impl Metrics {
     }
 }
 
+/// One log line for one request that decides or changes a job: the
+/// operation, who asked, the job, what came of it (the decision or state,
+/// or the refusal reason) and how long it took. Never a token, a secret
+/// or a params value.
+pub(super) fn log_request(
+    op: &str,
+    who: &str,
+    job_id: &str,
+    started: std::time::Instant,
+    outcome: Result<&str, &Refusal>,
+) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(result) => tracing::info!(
+            target: "gavel::request",
+            op, identity = who, job_id, result, duration_ms, "request"
+        ),
+        Err(r) => tracing::info!(
+            target: "gavel::request",
+            op, identity = who, job_id, reason = r.reason.as_str(), duration_ms, "request refused"
+        ),
+    }
+}
+
 impl Engine {
     /// Counts one delivery attempt of the notifier on this replica.
     pub(crate) fn count_delivery(&self, channel: &str, result: &DeliveryResult) {

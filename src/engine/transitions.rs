@@ -8,6 +8,7 @@ use super::access::{
 };
 use super::{Engine, JobView, Page, store_refusal};
 use crate::approval::{self, ApproveInput, BindInput, Command, JobState};
+use crate::audit::EventKind;
 use crate::identity::{AGENT, BREAKGLASS, EXECUTOR, Identity};
 use crate::job::{Job, JobHash, JobInput};
 use crate::policy::{Channel, Scope, SnapshotId};
@@ -121,6 +122,20 @@ fn parse_queue_token(t: &str) -> Result<Option<(i64, String)>, Refusal> {
 impl Engine {
     /// Runs a command on a job through the store and tells watchers.
     async fn run(&self, job_id: &str, command: Command) -> Result<JobView, Refusal> {
+        let started = std::time::Instant::now();
+        // Bind logs its own line, refusals before the transition included.
+        let log = (command.kind() != EventKind::Bind)
+            .then(|| (command.kind(), command.actor().map(|a| a.name.clone())));
+        let out = self.transition(job_id, command).await;
+        if let Some((kind, who)) = log {
+            let result = out.as_ref().map(|v| v.state.as_str());
+            let who = who.as_deref().unwrap_or("sweeper");
+            super::metrics::log_request(kind.as_str(), who, job_id, started, result);
+        }
+        out
+    }
+
+    async fn transition(&self, job_id: &str, command: Command) -> Result<JobView, Refusal> {
         job_id_arg(job_id)?;
         let now = self.now();
         let kind = command.kind();
@@ -268,6 +283,8 @@ impl Engine {
         if let Err(r) = &out {
             self.metrics.bind_refused(r.reason);
         }
+        let result = out.as_ref().map(|_| "bound");
+        super::metrics::log_request("bind", &who.name, job_id, started, result);
         out
     }
 

@@ -9,6 +9,7 @@ mod helpers;
 mod hooks;
 mod http;
 mod jcs;
+mod logs;
 mod matchers;
 mod mcp;
 mod metrics;
