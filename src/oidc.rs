@@ -149,6 +149,19 @@ impl Flow {
         })
     }
 
+    /// Whether a callback carrying `state` at `now_ms` belongs to this
+    /// flow: the same state (compared in constant time), within
+    /// [`FLOW_TTL_MS`] of the start.
+    pub fn accepts(&self, state: &str, now_ms: i64) -> Result<(), &'static str> {
+        if !crate::identity::secrets_equal(&self.state, state) {
+            return Err("the sign-in's state does not match; start again");
+        }
+        if now_ms - self.started_ms > FLOW_TTL_MS {
+            return Err("the sign-in took too long; start again");
+        }
+        Ok(())
+    }
+
     /// The cookie value: the four parts joined by dots.
     pub fn to_cookie(&self) -> String {
         format!(
@@ -592,6 +605,9 @@ mod tests {
         for bad in ["", "a.b.c.1", &format!("{}.x", f.to_cookie()), "x.y.z.w"] {
             assert_eq!(Flow::from_cookie(bad), None, "{bad}");
         }
+        assert!(f.accepts(&f.state, 42 + FLOW_TTL_MS).is_ok());
+        assert!(f.accepts(&f.state, 43 + FLOW_TTL_MS).is_err(), "too late");
+        assert!(f.accepts(&f.nonce, 42).is_err(), "another state");
         let url = SignIn::new(sign_in()).unwrap().authorization_url(&f);
         assert!(url.starts_with("https://idp.example/authorize?response_type=code&"));
         assert!(url.contains(&format!("code_challenge={}", pkce_challenge(&f.verifier))));

@@ -138,9 +138,7 @@ impl Engine {
         );
         match self.recorder.record(self.store.as_ref(), decision).await? {
             Recorded::Inserted(record) => {
-                self.metrics
-                    .observe(crate::audit::EventKind::Decision, &record);
-                self.publish(crate::audit::EventKind::Decision, &record);
+                self.changed_here(crate::audit::EventKind::Decision, &record);
                 Ok(Decided {
                     view: JobView::new(record, now),
                     replayed: false,

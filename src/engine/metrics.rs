@@ -106,8 +106,8 @@ fn waiting() -> Histogram {
 
 impl Metrics {
     pub fn new(replica: &str) -> Metrics {
-        let mut registry = Registry::with_prefix("gavel");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("gavel"),
             decisions: Family::default(),
             decide_seconds: latency(),
             bind_seconds: latency(),
@@ -126,9 +126,8 @@ impl Metrics {
             replica: Family::default(),
             deliveries: Family::default(),
             outbox_pending: Family::default(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "decisions",
             "Decisions recorded, by decision and primary rule",
@@ -224,7 +223,7 @@ impl Metrics {
                 replica: replica.to_owned(),
             })
             .set(1);
-        Metrics { registry, ..m }
+        m
     }
 
     pub(super) fn decide_took(&self, secs: f64) {

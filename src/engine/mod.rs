@@ -228,6 +228,13 @@ impl Engine {
         self.signer.jwks()
     }
 
+    /// A change this replica made: counted, then told to watchers. (Other
+    /// replicas' changes are only published, so nothing counts twice.)
+    fn changed_here(&self, kind: EventKind, record: &JobRecord) {
+        self.metrics.observe(kind, record);
+        self.publish(kind, record);
+    }
+
     fn publish(&self, kind: impl Into<Option<EventKind>>, record: &JobRecord) {
         if self.changes.receiver_count() == 0 {
             return;

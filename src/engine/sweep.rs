@@ -39,8 +39,7 @@ impl Engine {
         let kind = command.kind();
         match self.store.transition(id, command, now).await {
             Ok(r) => {
-                self.metrics.observe(kind, &r);
-                self.publish(kind, &r);
+                self.changed_here(kind, &r);
                 Ok(true)
             }
             Err(TransitionError::Refused(_)) | Err(TransitionError::NotFound) => Ok(false),

@@ -141,8 +141,7 @@ impl Engine {
         let kind = command.kind();
         match self.store.transition(job_id, command, now).await {
             Ok(record) => {
-                self.metrics.observe(kind, &record);
-                self.publish(kind, &record);
+                self.changed_here(kind, &record);
                 Ok(JobView::new(record, now))
             }
             Err(TransitionError::NotFound) => Err(not_found(job_id)),

@@ -473,11 +473,8 @@ async fn oidc_finish(
     else {
         return refused("no sign-in is in progress in this browser; start again".into());
     };
-    if !crate::identity::secrets_equal(&flow.state, &cb.state) {
-        return refused("the sign-in's state does not match; start again".into());
-    }
-    if state.engine.now() - flow.started_ms > crate::oidc::FLOW_TTL_MS {
-        return refused("the sign-in took too long; start again".into());
+    if let Err(m) = flow.accepts(&cb.state, state.engine.now()) {
+        return refused(m.into());
     }
     if !cb.error.is_empty() {
         return refused(format!("the identity provider refused: {}", cb.error));
