@@ -42,6 +42,9 @@ pub struct Config {
     /// `[tenants.<name>]`: the tenants of a multi-tenant installation
     /// (none: single-tenant).
     pub tenants: std::collections::BTreeMap<String, crate::tenant::TenantConfig>,
+    /// `[stats]`: when `gavel stats` and the page flag an approver as a
+    /// possible rubber stamp.
+    pub stats: crate::stats::Thresholds,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -97,6 +100,7 @@ impl Default for Config {
             tls: None,
             oidc: None,
             tenants: Default::default(),
+            stats: crate::stats::Thresholds::default(),
         }
     }
 }
@@ -148,6 +152,11 @@ impl Config {
                 "replica_id `{}`: use 1 or more characters of [A-Za-z0-9._-]",
                 self.replica_id
             )));
+        }
+        if self.stats.min_approvals == 0 || self.stats.max_median_review_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "stats.min_approvals and stats.max_median_review_secs must be at least 1".into(),
+            ));
         }
         if self.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -245,6 +254,12 @@ tokens = ["sha256:00000000000000000000000000000000000000000000000000000000000000
         assert!(e.to_string().contains("grpc_lisen"), "{e}");
         assert!(Config::from_toml("grpc_listen = \"nowhere\"\n", "g").is_err());
         assert!(Config::from_toml("replica_id = \"a b\"\n", "g").is_err());
+        // [stats] thresholds: read, and refused when they could never flag.
+        let c = Config::from_toml("[stats]\nmin_approvals = 50\n", "g").unwrap();
+        assert_eq!(c.stats.min_approvals, 50);
+        assert_eq!(c.stats.max_median_review_secs, 30);
+        assert!(Config::from_toml("[stats]\nmax_median_review_secs = 0\n", "g").is_err());
+        assert!(Config::from_toml("[stats]\nmin_approval = 5\n", "g").is_err());
         let c = Config::from_toml("[[identities]]\nname = \"a\"\ntokens = [\"secret\"]\n", "g")
             .unwrap();
         assert!(c.directory().is_err(), "plain tokens are refused");

@@ -26,6 +26,7 @@ pub mod receipt;
 pub mod refusal;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod tenant;
 pub mod tls;

@@ -29,6 +29,7 @@ mod job;
 mod mcp_proxy;
 mod policy;
 mod serve;
+mod stats;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::Path;
@@ -108,6 +109,10 @@ enum Command {
     /// Verify, read and export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Approval statistics from the audit log: decisions by tier, time to
+    /// decision, rejection reasons, expiries, and per approver (with the
+    /// rubber-stamp flag).
+    Stats(stats::StatsArgs),
     /// Print the public key bind receipts are signed with, as JWKS.
     Keys {
         /// The server's receipt key file.
@@ -237,6 +242,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             client::audit_job(conn, job_id, tenant, o).await
         }
         Command::Bench(cmd) => bench::run(cmd, o, conn).await,
+        Command::Stats(a) => stats::run(conn, a, o).await,
         Command::Hook(a) => Ok(hook::answer_call(conn, a).await),
         Command::McpProxy(a) => mcp_proxy::run(conn, a).await,
         Command::Keys { key_file } => {

@@ -332,6 +332,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             session_ttl_ms: (config.session_ttl_secs as i64).saturating_mul(1000),
             tenancy: config.tenancy().map_err(|e| CliError(e.to_string()))?,
             replica_id: config.replica_id.clone(),
+            stats: config.stats,
             ..EngineOptions::default()
         },
     })

@@ -17,6 +17,7 @@ mod follow;
 mod metrics;
 mod page;
 mod snapshots;
+mod stats;
 mod sweep;
 mod transitions;
 mod view;
@@ -57,6 +58,8 @@ pub struct EngineOptions {
     pub tenancy: crate::tenant::Tenancy,
     /// This replica's id, for its metrics.
     pub replica_id: String,
+    /// When approval statistics flag a rubber stamp.
+    pub stats: crate::stats::Thresholds,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +71,7 @@ impl Default for EngineOptions {
             session_ttl_ms: 8 * 3600 * 1000,
             tenancy: Default::default(),
             replica_id: "main".into(),
+            stats: crate::stats::Thresholds::default(),
         }
     }
 }

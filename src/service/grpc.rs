@@ -498,4 +498,17 @@ impl AuditService for Grpc {
             e.map(|e| convert::audit_entry(&e)).map_err(|r| status(&r))
         })))
     }
+
+    async fn get_stats(&self, req: Request<pb::GetStatsRequest>) -> Result2<pb::GetStatsResponse> {
+        let who = self.caller(&req)?;
+        let r = req.into_inner();
+        let report = self
+            .engine
+            .stats(&who, r.window_seconds, given(r.tenant).as_deref())
+            .await
+            .map_err(|r| status(&r))?;
+        let report_json = serde_json::to_string(&report)
+            .map_err(|e| Status::internal(format!("cannot write the report: {e}")))?;
+        ok(pb::GetStatsResponse { report_json })
+    }
 }

@@ -503,6 +503,19 @@ fn the_readme_quickstart_runs_against_a_real_server() {
     assert!(out.contains("bind          dev-executor"), "{out}");
     assert!(out.contains("chain main: "), "{out}");
     assert!(out.contains(", ok (head "), "{out}");
+    // `gavel stats` counts the quickstart's job and lists it among the
+    // slowest decisions, under its rule.
+    assert!(out.contains("Jobs decided in the last 1d: 1"), "{out}");
+    assert!(out.contains("sent for approval: approved 1,"), "{out}");
+    let slow = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Slowest decisions:"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        slow.contains("job-pay-7") && slow.contains("payment-gate") && slow.contains("approved"),
+        "{out}"
+    );
     assert!(
         status.success(),
         "the server exits cleanly on SIGTERM: {status:?}"

@@ -23,6 +23,7 @@ mod python;
 mod replicas;
 mod server;
 mod slack;
+mod stats;
 mod store;
 mod suites;
 mod tenants;

@@ -1394,6 +1394,49 @@ async fn outbox(
     }))
 }
 
+// ------------------------------------------------------------ stats
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// The window, reaching back from now: `7d` (the default), `24h`, `90m`.
+    pub since: Option<String>,
+    /// Only this tenant's jobs.
+    pub tenant: Option<String>,
+}
+
+/// The window a stats query names, in seconds.
+pub(crate) fn stats_window(since: Option<&str>) -> Result<u64, Refusal> {
+    crate::policy::model::Secs::parse(since.unwrap_or("7d"))
+        .map(|s| s.0)
+        .map_err(|e| Refusal::field(crate::refusal::Reason::InvalidArgument, "since", e))
+}
+
+/// Approval statistics of the jobs decided in the window, from the audit
+/// log: decisions by tier, time to decision (overall, by rule, by gate
+/// role), rejection reasons, expiries, escalations, overrides, and per
+/// approver with the rubber-stamp flag (operators and auditors).
+#[utoipa::path(get, path = "/api/v1/stats", tag = "audit",
+    params(StatsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Object, description = "the report (docs/stats.md)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn stats(
+    AxState(s): AxState<State>,
+    Caller(who): Caller,
+    QueryArgs(q): QueryArgs<StatsQuery>,
+) -> Answer<crate::stats::Report> {
+    let window = stats_window(q.since.as_deref())?;
+    Ok(Json(
+        s.engine.stats(&who, window, q.tenant.as_deref()).await?,
+    ))
+}
+
 // ------------------------------------------------------------ keys and health
 
 /// The receipt key as a JWKS, for verifying bind receipts offline.
@@ -1475,6 +1518,7 @@ pub(super) fn router() -> OpenApiRouter<State> {
         .routes(routes!(revoke_snapshot))
         .routes(routes!(audit_job))
         .routes(routes!(outbox))
+        .routes(routes!(stats))
         .routes(routes!(keys))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -9,6 +9,7 @@
 //!   that turn malformed requests into located 4xx answers, and serving.
 
 pub(crate) mod api;
+mod charts;
 mod page;
 mod slack;
 

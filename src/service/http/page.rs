@@ -51,6 +51,7 @@ pub(super) fn router() -> Router<State> {
         .route("/ui/overrides", get(overrides))
         .route("/ui/me", get(me))
         .route("/ui/outbox", get(outbox))
+        .route("/ui/stats", get(stats))
         .route("/ui/policy", get(policy))
         .route("/ui/static/app.css", get(css))
         .route("/ui/static/app.js", get(js))
@@ -231,6 +232,7 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/me" { "My stats" }
                             @if s.identity.has(crate::identity::OPERATOR) || s.identity.has(crate::identity::AUDITOR) {
                                 a href="/ui/outbox" { "Outbox" }
+                                a href="/ui/stats" { "Statistics" }
                             }
                         }
                         form.signout method="post" action="/ui/logout" {
@@ -780,6 +782,126 @@ async fn outbox(
                     }
                 },
             ),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StatsArgs {
+    since: String,
+    tenant: String,
+}
+
+/// `Some` quantile as a span, `None` as a dash.
+fn maybe_span(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "—".into(), |ms| span(ms.max(1000)))
+}
+
+fn stats_report(r: &crate::stats::Report, since: &str) -> Markup {
+    use super::charts;
+    let at = crate::clock::rfc3339;
+    html! {
+        form.filters method="get" action="/ui/stats" {
+            label { "Window"
+                select name="since" {
+                    @for (v, name) in [("24h", "last 24 hours"), ("7d", "last 7 days"), ("30d", "last 30 days"), ("90d", "last 90 days")] {
+                        option value=(v) selected[v == since] { (name) }
+                    }
+                }
+            }
+            @if let Some(t) = &r.tenant { input type="hidden" name="tenant" value=(t); }
+            button type="submit" { "Show" }
+        }
+        p.hint { "Jobs decided from " (at(r.since)) " to " (at(r.until)) ", from the audit log." }
+        dl.stats #summary {
+            dt { "Jobs" } dd #jobs { (r.jobs) }
+            @for (tier, n) in &r.decisions { dt { (tier) } dd { (n) } }
+            dt { "Median time to decision" } dd #median { (maybe_span(r.time_to_decision.median_ms)) }
+            dt { "90th percentile" } dd #p90 { (maybe_span(r.time_to_decision.p90_ms)) }
+            dt { "Expired waiting" } dd #expiries { (r.expiries) }
+            dt { "Approved, never bound" } dd { (r.expired_unbound) }
+            dt { "Escalations" } dd #escalations { (r.escalations) }
+            dt { "Overrides" } dd #overrides { (r.overrides) }
+        }
+        h2 { "Time to decision" }
+        (charts::time_to_decision(&r.time_to_decision_histogram))
+        h2 { "Queue depth" }
+        (charts::queue_depth(&r.queue_depth, &at(r.since), &at(r.until)))
+        h2 { "Approvers" }
+        @if r.approvers.is_empty() { p.empty { "No reviews in this window." } } @else {
+            (charts::approvals_per_approver(&r.approvers))
+            table.stats #approvers {
+                tr { th { "Approver" } th { "Approvals" } th { "Rejections" } th { "Rate" } th { "Median review" } th { "Flag" } }
+                @for a in &r.approvers {
+                    tr.(if a.rubber_stamp.is_some() { "flagged" } else { "" }) {
+                        td { (a.approver) } td { (a.approvals) } td { (a.rejections) }
+                        td { (format!("{:.0}%", a.approval_rate * 100.0)) }
+                        td { (maybe_span(a.median_review_ms)) }
+                        td { @if let Some(w) = &a.rubber_stamp { "Rubber stamp? " (w) } }
+                    }
+                }
+            }
+            p.hint {
+                "Flagged: at least " (r.thresholds.min_approvals) " approvals, at most "
+                (r.thresholds.max_rejections) " rejections and a median review under "
+                (r.thresholds.max_median_review_secs) " s, measured from when the job entered the queue."
+            }
+        }
+        h2 { "By rule" }
+        table.stats #by-rule {
+            tr { th { "Rule" } th { "Jobs" } th { "Approved" } th { "Rejected" } th { "Expired" } th { "Median" } th { "p90" } }
+            @for x in &r.by_rule {
+                tr { td.mono { (x.rule) } td { (x.jobs) } td { (x.approved) } td { (x.rejected) } td { (x.expired) }
+                     td { (maybe_span(x.time_to_decision.median_ms)) } td { (maybe_span(x.time_to_decision.p90_ms)) } }
+            }
+        }
+        h2 { "By gate role" }
+        table.stats #by-role {
+            tr { th { "Role" } th { "Jobs" } th { "Median" } th { "p90" } }
+            @for x in &r.by_role {
+                tr { td { (x.role) } td { (x.jobs) } td { (maybe_span(x.time_to_decision.median_ms)) } td { (maybe_span(x.time_to_decision.p90_ms)) } }
+            }
+        }
+        h2 { "Rejection reasons" }
+        @if r.rejection_reasons.is_empty() { p.empty { "No rejections." } }
+        ul #reasons { @for x in &r.rejection_reasons { li { (x.count) " × " (x.reason) } } }
+        h2 { "Slowest decisions" }
+        ul.jobs #slowest {
+            @for j in &r.slowest {
+                li.job { a href={ "/ui/jobs/" (j.job_id) } {
+                    span.title { (j.job_id) }
+                    span.meta { (j.rule) " · " (j.outcome) " after " (span(j.ms.max(1000))) }
+                } }
+            }
+        }
+    }
+}
+
+async fn stats(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    args: Result<Query<StatsArgs>, QueryRejection>,
+) -> Page {
+    let s = match session(&state, &headers).await {
+        Ok(s) => s,
+        Err(p) => return p,
+    };
+    let a = args.map(|Query(a)| a).unwrap_or_default();
+    let since = if a.since.is_empty() {
+        "7d".to_owned()
+    } else {
+        a.since
+    };
+    let report = match api::stats_window(Some(&since)) {
+        Ok(w) => state.engine.stats(&s.identity, w, Some(&a.tenant)).await,
+        Err(r) => Err(r),
+    };
+    match report {
+        Err(r) => refusal_page(Some(&s), &r),
+        Ok(r) => html_page(
+            StatusCode::OK,
+            layout("Statistics", Some(&s), stats_report(&r, &since)),
         ),
     }
 }
