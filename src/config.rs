@@ -45,6 +45,62 @@ pub struct Config {
     /// `[stats]`: when `gavel stats` and the page flag an approver as a
     /// possible rubber stamp.
     pub stats: crate::stats::Thresholds,
+    /// `[tracing]`: OTLP export of request spans; off when absent.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[tracing]`: where request spans go (OTLP over HTTP, JSON encoding).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` on the spans.
+    #[serde(default = "TracingConfig::default_service_name")]
+    pub service_name: String,
+    /// The share of the traces gavel starts itself (requests without a
+    /// sampled `traceparent`) that are recorded, 0 to 1.
+    #[serde(default = "TracingConfig::default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl TracingConfig {
+    fn default_service_name() -> String {
+        "gavel".into()
+    }
+
+    fn default_sample_ratio() -> f64 {
+        1.0
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("tracing.{m}")));
+        match reqwest::Url::parse(&self.otlp_endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return invalid(format!(
+                    "otlp_endpoint `{}`: use an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces",
+                    self.otlp_endpoint
+                ));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return invalid("service_name must not be empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return invalid("sample_ratio must be between 0 and 1".into());
+        }
+        Ok(())
+    }
+
+    /// The exporter's settings.
+    pub fn options(&self) -> crate::service::observe::TracingOptions {
+        crate::service::observe::TracingOptions {
+            endpoint: self.otlp_endpoint.clone(),
+            service_name: self.service_name.clone(),
+            sample_ratio: self.sample_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -101,6 +157,7 @@ impl Default for Config {
             oidc: None,
             tenants: Default::default(),
             stats: crate::stats::Thresholds::default(),
+            tracing: None,
         }
     }
 }
@@ -157,6 +214,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "stats.min_approvals and stats.max_median_review_secs must be at least 1".into(),
             ));
+        }
+        if let Some(t) = &self.tracing {
+            t.validate()?;
         }
         if self.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -260,6 +320,26 @@ tokens = ["sha256:00000000000000000000000000000000000000000000000000000000000000
         assert_eq!(c.stats.max_median_review_secs, 30);
         assert!(Config::from_toml("[stats]\nmax_median_review_secs = 0\n", "g").is_err());
         assert!(Config::from_toml("[stats]\nmin_approval = 5\n", "g").is_err());
+        // [tracing]: off unless configured; an endpoint that is not an
+        // http(s) URL, or a ratio outside 0..1, is refused.
+        assert!(Config::default().tracing.is_none());
+        let c = Config::from_toml(
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n",
+            "g",
+        )
+        .unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!((t.service_name.as_str(), t.sample_ratio), ("gavel", 1.0));
+        for bad in [
+            "otlp_endpoint = \"127.0.0.1:4318\"",
+            "otlp_endpoint = \"grpc://collector:4317\"",
+            "otlp_endpoint = \"http://c/v1/traces\"\nsample_ratio = 1.5",
+            "otlp_endpoint = \"http://c/v1/traces\"\nservice_name = \" \"",
+            "otlp_endpoint = \"http://c/v1/traces\"\nheaders = 1",
+        ] {
+            let text = format!("[tracing]\n{bad}\n");
+            assert!(Config::from_toml(&text, "g").is_err(), "{bad}");
+        }
         let c = Config::from_toml("[[identities]]\nname = \"a\"\ntokens = [\"secret\"]\n", "g")
             .unwrap();
         assert!(c.directory().is_err(), "plain tokens are refused");

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod job;
 pub mod mcp;
 pub mod notify;
+pub mod observe;
 pub mod oidc;
 pub mod policy;
 pub mod receipt;
@@ -30,6 +31,7 @@ pub mod stats;
 pub mod store;
 pub mod tenant;
 pub mod tls;
+pub mod trace;
 
 pub mod proto {
     //! The generated wire types and services of `proto/gavel/v1/gavel.proto`.

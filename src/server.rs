@@ -8,6 +8,7 @@ use crate::proto::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::v1::policy_service_server::PolicyServiceServer;
 use crate::service::grpc::Grpc;
 use crate::service::http::HttpOptions;
+use crate::service::observe::{Door, Observe, Tracer, TracingOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// TLS on both listeners; plaintext when absent.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// OTLP export of request spans; off when absent.
+    pub tracing: Option<TracingOptions>,
 }
 
 impl Default for ServeOptions {
@@ -31,6 +34,7 @@ impl Default for ServeOptions {
             sweep_interval: Duration::from_secs(1),
             max_message_bytes: 1024 * 1024 + 64 * 1024,
             tls: None,
+            tracing: None,
         }
     }
 }
@@ -69,8 +73,19 @@ pub async fn serve_all(
     if let Some(tls) = &options.tls {
         tls.watch(down_rx.clone());
     }
+    let (tracer, exporter) = match options.tracing.clone() {
+        Some(t) => {
+            let (tracer, task) = Tracer::start(engine.clone(), t);
+            (Some(tracer), Some(task))
+        }
+        None => (None, None),
+    };
     let http_task = http.map(|(l, o)| {
-        let app = crate::service::http::app(engine.clone(), o);
+        let app = crate::service::http::app(engine.clone(), o).layer(Observe::new(
+            Door::Http,
+            engine.clone(),
+            tracer.clone(),
+        ));
         let stop = stopped(down_rx.clone());
         match &options.tls {
             None => tokio::spawn(crate::service::http::serve(l, app, stop)),
@@ -126,6 +141,7 @@ pub async fn serve_all(
 
     let max = options.max_message_bytes;
     let router = Server::builder()
+        .layer(Observe::new(Door::Grpc, engine.clone(), tracer))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -170,13 +186,21 @@ pub async fn serve_all(
     if let Some(t) = notify_task {
         let _ = t.await;
     }
-    if let Some(t) = http_task {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServeError::Http(e)),
-            Err(e) => return Err(ServeError::Http(std::io::Error::other(e))),
-        }
+    let http_result = match http_task {
+        Some(t) => match t.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Http(e)),
+            Err(e) => Err(ServeError::Http(std::io::Error::other(e))),
+        },
+        None => Ok(()),
+    };
+    // Both servers have stopped and dropped their tracers: the exporter
+    // sends what is queued and ends (bounded, so a dead collector cannot
+    // hold the shutdown).
+    if let Some(task) = exporter {
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
     }
+    http_result?;
     result.map_err(ServeError::Transport)
 }
 

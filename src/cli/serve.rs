@@ -427,6 +427,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             sweep_interval: Duration::from_secs(config.sweep_interval_secs),
             max_message_bytes: config.limits.max_request_bytes + 64 * 1024,
             tls,
+            tracing: config.tracing.as_ref().map(|t| t.options()),
         },
         shutdown_signal(),
     )

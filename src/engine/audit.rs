@@ -77,6 +77,7 @@ impl Engine {
         job_id: &str,
         tenant: Option<&str>,
     ) -> Result<Vec<AuditEntry>, Refusal> {
+        crate::observe::job(job_id);
         require(who, AUDITOR, "GetJobHistory")?;
         job_id_arg(job_id)?;
         let filter = ExportFilter {

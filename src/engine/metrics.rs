@@ -64,6 +64,11 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
     replica: String,
 }
@@ -92,6 +97,7 @@ pub struct Metrics {
     replica: Family<ReplicaLabels, Gauge>,
     deliveries: Family<DeliveryLabels, Counter>,
     outbox_pending: Family<ChannelLabels, Gauge>,
+    trace_spans: Family<ResultLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -126,6 +132,7 @@ impl Metrics {
             replica: Family::default(),
             deliveries: Family::default(),
             outbox_pending: Family::default(),
+            trace_spans: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -190,6 +197,11 @@ impl Metrics {
             "pending_jobs",
             "Jobs waiting for approval, by tenant and by a role that can fill an open slot",
             m.pending.clone(),
+        );
+        r.register(
+            "trace_spans",
+            "Trace spans this replica exported over OTLP, or dropped (queue full or export failed)",
+            m.trace_spans.clone(),
         );
         r.register(
             "unacknowledged_overrides",
@@ -305,17 +317,22 @@ impl Metrics {
     }
 }
 
-/// One log line for one request that decides or changes a job: the
-/// operation, who asked, the job, what came of it (the decision or state,
-/// or the refusal reason) and how long it took. Never a token, a secret
+/// The end of an operation that decides or changes a job: the operation,
+/// who asked, the job, and what came of it (the decision or state, or the
+/// refusal reason). Inside a request these go into its notes and the door
+/// writes the request's one line (and span); outside one (the sweeper)
+/// this writes the line, with how long it took. Never a token, a secret
 /// or a params value.
 pub(super) fn log_request(
-    op: &str,
+    op: &'static str,
     who: &str,
     job_id: &str,
     started: std::time::Instant,
     outcome: Result<&str, &Refusal>,
 ) {
+    if crate::observe::op(op, who, job_id, outcome) {
+        return;
+    }
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match outcome {
         Ok(result) => tracing::info!(
@@ -330,6 +347,16 @@ pub(super) fn log_request(
 }
 
 impl Engine {
+    /// Counts trace spans exported (`exported`) or lost (`dropped`).
+    pub(crate) fn count_spans(&self, result: &str, n: u64) {
+        self.metrics
+            .trace_spans
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc_by(n);
+    }
+
     /// Counts one delivery attempt of the notifier on this replica.
     pub(crate) fn count_delivery(&self, channel: &str, result: &DeliveryResult) {
         let result = match result {

@@ -195,6 +195,11 @@ impl Engine {
         &self.options.limits
     }
 
+    /// This replica's id (its audit chain and metrics name it).
+    pub fn replica_id(&self) -> &str {
+        &self.options.replica_id
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }

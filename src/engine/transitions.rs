@@ -152,6 +152,7 @@ impl Engine {
 
     /// A job as its requester, an approver, an executor, an operator or an auditor may see it.
     pub async fn get_job(&self, who: &Identity, job_id: &str) -> Result<JobView, Refusal> {
+        crate::observe::job(job_id);
         job_id_arg(job_id)?;
         let record = self
             .store

@@ -22,6 +22,7 @@ pub const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/gavel.v1.ErrorDetail";
 /// A refusal as a gRPC status: the code for its reason, the message, and a
 /// `google.rpc.Status` with one `gavel.v1.ErrorDetail` in the details.
 pub fn status(r: &Refusal) -> tonic::Status {
+    crate::observe::refused(r.reason.as_str());
     let code = grpc_code(r.reason);
     let detail = pb::ErrorDetail {
         reason: reason_to_proto(r.reason),

@@ -55,6 +55,7 @@ impl Grpc {
                 }
                 NoCaller::Refused(m) => unauthenticated(m),
             })
+            .inspect(|who| crate::observe::identity(&who.name))
     }
 }
 

@@ -164,6 +164,8 @@ pub struct Spawn {
     pub directory: Option<Directory>,
     /// The HTTP listener, when the test must know its port first.
     pub http_listener: Option<std::net::TcpListener>,
+    /// OTLP export of request spans.
+    pub tracing: Option<gavel::service::observe::TracingOptions>,
 }
 
 impl Spawn {
@@ -180,6 +182,7 @@ impl Spawn {
             oidc: None,
             directory: None,
             http_listener: None,
+            tracing: None,
         }
     }
 }
@@ -242,6 +245,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         // The sweeper is driven by tests through `engine.sweep()`.
         sweep_interval: Duration::from_secs(3600),
         tls: opts.tls,
+        tracing: opts.tracing,
         ..ServeOptions::default()
     };
     let e = engine.clone();

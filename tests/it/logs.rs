@@ -1,9 +1,9 @@
 //! The request log of a real `gavel serve --log-format json`: one JSON
-//! line per Decide, Bind and change with the operation, identity, job,
-//! result or refusal reason and duration, and never a token or a params
-//! value.
+//! line per request, gRPC or HTTP, reads included, with the method, the
+//! operation, identity, job, result or refusal reason, status, duration
+//! and the caller's trace id, and never a token or a params value.
 
-use super::helpers::{clients, job, listening_addr, reason};
+use super::helpers::{clients, job, listening_addrs, reason};
 use gavel::proto::v1 as pb;
 use serde_json::Value;
 use std::io::Read;
@@ -58,7 +58,7 @@ async fn each_request_is_one_json_line_without_secrets() {
         let _ = stderr.read_to_string(&mut all);
         all
     });
-    let addr = listening_addr(&mut server);
+    let (addr, http) = listening_addrs(&mut server);
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -101,6 +101,31 @@ async fn each_request_is_one_json_line_without_secrets() {
             reason: "not needed".into(),
         })
         .await;
+    // Reads: over gRPC with the caller's trace, and over HTTP.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut get = tonic::Request::new(pb::GetJobRequest {
+        job_id: "log-1".into(),
+    });
+    get.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    agent.decision.get_job(get).await.unwrap();
+    let http_client = crate::http_client();
+    let got = http_client
+        .get(format!("http://{http}/api/v1/jobs/log-1"))
+        .bearer_auth(token_of("reviewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let refused = http_client
+        .get(format!("http://{http}/api/v1/jobs/log-1"))
+        .bearer_auth("not-a-token-of-anyone")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
@@ -129,13 +154,46 @@ async fn each_request_is_one_json_line_without_secrets() {
     let bind = line("bind");
     assert_eq!(bind["fields"]["identity"], "executor");
     assert_eq!(bind["fields"]["reason"], "HASH_MISMATCH");
+    assert_eq!(
+        decide["fields"]["method"],
+        "gavel.v1.DecisionService/Decide"
+    );
+    assert_eq!(decide["fields"]["status"], 0);
+    // FAILED_PRECONDITION.
+    assert_eq!(bind["fields"]["status"], 9);
+    let method = |m: &str| {
+        requests
+            .iter()
+            .filter(|v| v["fields"]["method"] == m)
+            .collect::<Vec<_>>()
+    };
+    let read = method("gavel.v1.DecisionService/GetJob");
+    assert_eq!(read.len(), 1, "{requests:#?}");
+    assert_eq!(read[0]["fields"]["identity"], "agent");
+    assert_eq!(read[0]["fields"]["job_id"], "log-1");
+    assert_eq!(read[0]["fields"]["trace_id"], trace);
+    assert!(read[0]["fields"]["op"].is_null());
+    let reads = method("GET /api/v1/jobs/{job_id}");
+    assert_eq!(reads.len(), 2, "{requests:#?}");
+    assert_eq!(reads[0]["fields"]["identity"], "reviewer");
+    assert_eq!(reads[0]["fields"]["job_id"], "log-1");
+    assert_eq!(reads[0]["fields"]["status"], 200);
+    assert!(reads[1]["fields"]["identity"].is_null());
+    assert_eq!(reads[1]["fields"]["reason"], "UNAUTHENTICATED");
+    assert_eq!(reads[1]["fields"]["status"], 401);
+    assert!(reads[1]["fields"]["trace_id"].is_null());
     let cancel = line("cancel");
     assert_eq!(cancel["fields"]["job_id"], "log-1");
     assert!(
         cancel["fields"]["result"].is_string() || cancel["fields"]["reason"].is_string(),
         "{cancel}"
     );
-    for secret in [token_of("agent"), token_of("executor")] {
+    for secret in [
+        token_of("agent"),
+        token_of("executor"),
+        token_of("reviewer"),
+        "not-a-token-of-anyone".into(),
+    ] {
         assert!(!log.contains(&secret), "a token in the log");
     }
     assert!(!log.contains("params-value-never-logged"));

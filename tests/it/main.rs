@@ -28,6 +28,7 @@ mod store;
 mod suites;
 mod tenants;
 mod tls;
+mod traces;
 mod transitions;
 
 use gavel::job::{Job, Limits};

@@ -298,6 +298,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::observe::refused(self.refusal.reason.as_str());
         let body = ErrorBody {
             error: ErrorDetail {
                 reason: self.refusal.reason.as_str().to_owned(),
@@ -351,7 +352,10 @@ impl FromRequestParts<State> for Caller {
                 }
                 NoCaller::Refused(m) => unauthenticated(m),
             })
-            .map(Caller)
+            .map(|who| {
+                crate::observe::identity(&who.name);
+                Caller(who)
+            })
     }
 }
 

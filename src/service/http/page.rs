@@ -120,11 +120,13 @@ async fn session(state: &State, headers: &HeaderMap) -> Result<Session, Page> {
         .engine
         .session(&secret)
         .await
+        .inspect(|s| crate::observe::identity(&s.identity.name))
         .map_err(|_| redirect("/ui/login"))
 }
 
 /// A refusal as a page: the reason's name, the message, a way back.
 fn refusal_page(session: Option<&Session>, r: &Refusal) -> Page {
+    crate::observe::refused(r.reason.as_str());
     let status = StatusCode::from_u16(http_status(r.reason)).unwrap_or(StatusCode::BAD_REQUEST);
     html_page(
         status,
