@@ -4,6 +4,7 @@ mod authz;
 mod bench;
 mod browser;
 mod cli;
+mod deploy;
 mod fnmatch;
 mod helpers;
 mod hooks;
