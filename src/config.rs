@@ -47,6 +47,41 @@ pub struct Config {
     pub stats: crate::stats::Thresholds,
     /// `[tracing]`: OTLP export of request spans; off when absent.
     pub tracing: Option<TracingConfig>,
+    /// `[audit]`: signed checkpoints of this replica's chain.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where this replica appends signed checkpoints of its chain
+/// head (a file outside the database: another disk, a mount that ships
+/// it elsewhere); off when `checkpoint_file` is absent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub checkpoint_file: Option<String>,
+    /// How often the head is signed (only when it moved), and once more
+    /// at shutdown.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_file: None,
+            checkpoint_interval_secs: 300,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The server's settings, when checkpoints are on.
+    pub fn options(&self) -> Option<crate::server::CheckpointOptions> {
+        self.checkpoint_file
+            .as_ref()
+            .map(|f| crate::server::CheckpointOptions {
+                file: f.into(),
+                interval: std::time::Duration::from_secs(self.checkpoint_interval_secs),
+            })
+    }
 }
 
 /// `[tracing]`: where request spans go (OTLP over HTTP, JSON encoding).
@@ -158,6 +193,7 @@ impl Default for Config {
             tenants: Default::default(),
             stats: crate::stats::Thresholds::default(),
             tracing: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -217,6 +253,16 @@ impl Config {
         }
         if let Some(t) = &self.tracing {
             t.validate()?;
+        }
+        if self.audit.checkpoint_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_interval_secs must be at least 1".into(),
+            ));
+        }
+        if self.audit.checkpoint_file.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_file must name a file (or be left out)".into(),
+            ));
         }
         if self.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(

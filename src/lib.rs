@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod bench;
 pub mod canonical;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;

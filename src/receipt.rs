@@ -14,6 +14,9 @@ use std::path::Path;
 /// How long a receipt is valid for, in seconds.
 pub const RECEIPT_LIFETIME_SECS: i64 = 24 * 3600;
 
+/// The JWS `typ` of a bind receipt.
+pub const RECEIPT_TYP: &str = "gavel-receipt+jwt";
+
 /// The server's receipt signing key.
 pub struct ReceiptSigner {
     key: SigningKey,
@@ -73,7 +76,14 @@ impl ReceiptSigner {
 
     /// Signs a receipt payload (RFC 8785 JSON) as a compact JWS.
     pub fn sign(&self, payload: &Value) -> String {
-        let header = json!({ "alg": "EdDSA", "kid": self.kid, "typ": "gavel-receipt+jwt" });
+        self.sign_typed(payload, RECEIPT_TYP)
+    }
+
+    /// Signs a payload as a compact JWS of the given `typ`, so a document
+    /// of one kind (a receipt, an audit checkpoint) never passes for the
+    /// other.
+    pub fn sign_typed(&self, payload: &Value, typ: &str) -> String {
+        let header = json!({ "alg": "EdDSA", "kid": self.kid, "typ": typ });
         let signing_input = format!(
             "{}.{}",
             B64.encode(to_jcs(&header)),
@@ -128,11 +138,13 @@ pub struct Claims<'a> {
     pub constraints: &'a Value,
     /// Issued at, seconds since the epoch; the receipt expires a day later.
     pub iat: i64,
+    /// The bind's audit entry: chain, seq and entry hash.
+    pub audit: Option<(&'a str, i64, &'a str)>,
 }
 
 /// The receipt payload for a bind.
 pub fn payload(c: &Claims<'_>) -> Value {
-    json!({
+    let mut p = json!({
         "job_id": c.job_id,
         "job_hash": c.job_hash,
         "policy_snapshot": c.policy_snapshot,
@@ -142,12 +154,22 @@ pub fn payload(c: &Claims<'_>) -> Value {
         "constraints": c.constraints,
         "iat": c.iat,
         "exp": c.iat + RECEIPT_LIFETIME_SECS,
-    })
+    });
+    if let Some((chain, seq, entry_hash)) = c.audit {
+        p["audit"] = json!({ "chain": chain, "seq": seq, "entry_hash": entry_hash });
+    }
+    p
 }
 
 /// Verifies a receipt against a JWKS document and returns its payload.
 /// Expiry is the caller's to judge (`exp`, seconds since the epoch).
 pub fn verify(receipt: &str, jwks: &Value) -> Result<Value, ReceiptError> {
+    verify_typed(receipt, jwks, RECEIPT_TYP)
+}
+
+/// Verifies a compact JWS of the given `typ` against a JWKS document and
+/// returns its payload.
+pub fn verify_typed(receipt: &str, jwks: &Value, typ: &str) -> Result<Value, ReceiptError> {
     let bad = |m: &str| ReceiptError(m.to_owned());
     let mut parts = receipt.trim().split('.');
     let (Some(h), Some(p), Some(s), None) =
@@ -160,6 +182,12 @@ pub fn verify(receipt: &str, jwks: &Value) -> Result<Value, ReceiptError> {
             .map_err(|_| bad("header is not JSON"))?;
     if header["alg"] != "EdDSA" {
         return Err(bad("alg must be EdDSA"));
+    }
+    if header["typ"] != typ {
+        return Err(ReceiptError(format!(
+            "typ is {}, not {typ}: this is another kind of signed document",
+            header["typ"]
+        )));
     }
     let kid = header["kid"]
         .as_str()
@@ -209,8 +237,13 @@ mod tests {
             approvers: vec!["alice"],
             constraints: &none,
             iat: 1000,
+            audit: Some(("main", 7, "c")),
         };
         let p = payload(&claims(&a));
+        assert_eq!(
+            p["audit"],
+            json!({ "chain": "main", "seq": 7, "entry_hash": "c" })
+        );
         let r = signer.sign(&p);
         assert_eq!(verify(&r, &signer.jwks()).unwrap(), p);
         // Change one character of the payload.

@@ -26,6 +26,65 @@ pub struct ServeOptions {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// OTLP export of request spans; off when absent.
     pub tracing: Option<TracingOptions>,
+    /// Signed checkpoints of this replica's audit chain, appended to a
+    /// file; off when absent.
+    pub checkpoints: Option<CheckpointOptions>,
+}
+
+/// Where and how often this replica's chain head is signed.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub file: std::path::PathBuf,
+    pub interval: Duration,
+}
+
+/// Signs this replica's chain head and appends it to the file when it
+/// moved since `last` (the seq last written); returns the seq written.
+async fn write_checkpoint(
+    engine: &Engine,
+    options: &CheckpointOptions,
+    last: Option<i64>,
+) -> Option<i64> {
+    let signed = match engine.checkpoint(engine.replica_id()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return last,
+        Err(e) => {
+            tracing::error!(error = %e, "audit checkpoint: the chain head could not be read");
+            return last;
+        }
+    };
+    if Some(signed.0.seq) == last {
+        return last;
+    }
+    let line = format!("{}\n", signed.1);
+    let file = options.file.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)?;
+        f.write_all(line.as_bytes())?;
+        f.sync_data()
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {
+            tracing::info!(seq = signed.0.seq, entry_hash = %signed.0.entry_hash, "audit checkpoint written");
+            Some(signed.0.seq)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(file = %options.file.display(), error = %e, "audit checkpoint: cannot append to the file");
+            last
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit checkpoint: the writer failed");
+            last
+        }
+    }
 }
 
 impl Default for ServeOptions {
@@ -35,6 +94,7 @@ impl Default for ServeOptions {
             max_message_bytes: 1024 * 1024 + 64 * 1024,
             tls: None,
             tracing: None,
+            checkpoints: None,
         }
     }
 }
@@ -95,6 +155,22 @@ pub async fn serve_all(
                 stop,
             )),
         }
+    });
+    // This replica's chain head, signed every interval while serving.
+    let checkpoint_task = options.checkpoints.clone().map(|c| {
+        let (engine, mut down) = (engine.clone(), down_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(c.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => last = write_checkpoint(&engine, &c, last).await,
+                    // The only change is the shutdown.
+                    _ = down.changed() => return last,
+                }
+            }
+        })
     });
     // The notifier finishes the round in flight when told to stop.
     let notify_task = notifier.map(|n| tokio::spawn(n.run(down_rx.clone())));
@@ -199,6 +275,11 @@ pub async fn serve_all(
     // hold the shutdown).
     if let Some(task) = exporter {
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    // Both servers have drained: the last head is signed on the way out.
+    if let (Some(task), Some(c)) = (checkpoint_task, &options.checkpoints) {
+        let last = task.await.ok().flatten();
+        write_checkpoint(&engine, c, last).await;
     }
     http_result?;
     result.map_err(ServeError::Transport)

@@ -835,11 +835,15 @@ fn entry_json(e: &pb::AuditEntry) -> Value {
     })
 }
 
-pub async fn audit_verify(conn: &Conn, output: Output) -> Result<ExitCode, CliError> {
+pub async fn audit_verify(
+    conn: &Conn,
+    checkpoints: Vec<String>,
+    output: Output,
+) -> Result<ExitCode, CliError> {
     let mut c = conn.connect().await?;
     let v = c
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest { checkpoints })
         .await
         .map_err(refused)?
         .into_inner();
@@ -856,6 +860,48 @@ pub async fn audit_verify(conn: &Conn, output: Output) -> Result<ExitCode, CliEr
         })
         .collect();
     Ok(print_verification(&reports, output))
+}
+
+/// Signs every chain's head now; prints one checkpoint per line (JSON:
+/// each with its decoded payload).
+pub async fn audit_checkpoints(conn: &Conn, output: Output) -> Result<ExitCode, CliError> {
+    let mut c = conn.connect().await?;
+    let signed = c
+        .audit
+        .sign_checkpoints(pb::SignCheckpointsRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .checkpoints;
+    match output {
+        Output::Text => {
+            for jws in &signed {
+                say!("{jws}");
+            }
+        }
+        Output::Json => {
+            let decoded: Vec<Value> = signed
+                .iter()
+                .map(|jws| {
+                    let payload = jws
+                        .split('.')
+                        .nth(1)
+                        .and_then(|p| {
+                            base64::Engine::decode(
+                                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                                p,
+                            )
+                            .ok()
+                        })
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .unwrap_or(Value::Null);
+                    json!({ "checkpoint": jws, "payload": payload })
+                })
+                .collect();
+            print_json(&json!({ "checkpoints": decoded }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints chain reports; exit 1 when any chain fails.

@@ -158,7 +158,19 @@ enum AuditCommand {
         /// Verify this database file directly instead of asking a server.
         #[arg(long)]
         database_url: Option<String>,
+        /// Signed checkpoints (one per line, from `gavel audit checkpoints`
+        /// or the server's checkpoint file) the chains must still hold:
+        /// finds entries deleted from a chain's end and rewritten chains.
+        #[arg(long)]
+        checkpoints: Option<std::path::PathBuf>,
+        /// The JWKS the checkpoints are signed with (from `gavel keys`);
+        /// needed with `--database-url`, where no server checks them.
+        #[arg(long)]
+        jwks: Option<std::path::PathBuf>,
     },
+    /// Sign the head of every chain now and print the checkpoints, one per
+    /// line: append them to a file kept outside the database.
+    Checkpoints,
     /// One job's whole story, in order.
     Job {
         job_id: String,
@@ -234,10 +246,27 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::List(a) => client::list(conn, a, o).await,
         Command::Audit(AuditCommand::Verify {
             database_url: Some(url),
-        }) => verify_offline(&url, o).await,
-        Command::Audit(AuditCommand::Verify { database_url: None }) => {
-            client::audit_verify(conn, o).await
+            checkpoints,
+            jwks,
+        }) => verify_offline(&url, checkpoints.as_deref(), jwks.as_deref(), o).await,
+        Command::Audit(AuditCommand::Verify {
+            database_url: None,
+            checkpoints,
+            jwks,
+        }) => {
+            if jwks.is_some() {
+                return Err(CliError(
+                    "--jwks is for --database-url; a server checks checkpoints against its own key"
+                        .into(),
+                ));
+            }
+            let lines = match checkpoints {
+                Some(path) => checkpoint_lines(&path)?,
+                None => Vec::new(),
+            };
+            client::audit_verify(conn, lines, o).await
         }
+        Command::Audit(AuditCommand::Checkpoints) => client::audit_checkpoints(conn, o).await,
         Command::Audit(AuditCommand::Job { job_id, tenant }) => {
             client::audit_job(conn, job_id, tenant, o).await
         }
@@ -306,8 +335,39 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// The checkpoint lines of a file (blank lines and `#` comments skipped).
+fn checkpoint_lines(path: &Path) -> Result<Vec<String>, CliError> {
+    Ok(read_text(path, 64 * 1024 * 1024)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Verifies the audit chains of a database file without a server.
-async fn verify_offline(url: &str, output: Output) -> Result<ExitCode, CliError> {
+async fn verify_offline(
+    url: &str,
+    checkpoints: Option<&Path>,
+    jwks: Option<&Path>,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let checkpoints = match (checkpoints, jwks) {
+        (None, None) => Vec::new(),
+        (Some(file), Some(jwks)) => {
+            let keys: serde_json::Value = serde_json::from_str(&read_text(jwks, 1024 * 1024)?)
+                .map_err(|e| CliError(format!("{}: not JSON: {e}", jwks.display())))?;
+            crate::checkpoint::read_file(&read_text(file, 64 * 1024 * 1024)?, &keys)
+                .map_err(|e| CliError(format!("{}: {e}", file.display())))?
+        }
+        (Some(_), None) => {
+            return Err(CliError(
+                "--checkpoints with --database-url needs --jwks (from `gavel keys`) to check their signatures"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => return Err(CliError("--jwks is only read with --checkpoints".into())),
+    };
     if let Some(path) = url.strip_prefix("sqlite://")
         && !Path::new(path.split('?').next().unwrap_or(path)).exists()
     {
@@ -316,7 +376,7 @@ async fn verify_offline(url: &str, output: Output) -> Result<ExitCode, CliError>
     let store = crate::store::open(url, "main")
         .await
         .map_err(|e| CliError(e.to_string()))?;
-    let v = crate::engine::verify_chains(store.as_ref())
+    let v = crate::engine::verify_chains(store.as_ref(), &checkpoints)
         .await
         .map_err(|e| CliError(e.to_string()))?;
     Ok(client::print_verification(&v.chains, output))

@@ -428,6 +428,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             max_message_bytes: config.limits.max_request_bytes + 64 * 1024,
             tls,
             tracing: config.tracing.as_ref().map(|t| t.options()),
+            checkpoints: config.audit.options(),
         },
         shutdown_signal(),
     )

@@ -4,9 +4,11 @@
 use super::access::{job_id_arg, not_found, require};
 use super::{Engine, store_refusal};
 use crate::audit::{AuditEntry, ChainReport, ChainVerifier};
+use crate::checkpoint::{self, Checkpoint};
 use crate::identity::{AUDITOR, Identity};
-use crate::refusal::Refusal;
+use crate::refusal::{Reason, Refusal};
 use crate::store::{Store, StoreError};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -44,11 +46,29 @@ impl ExportFilter {
 /// How many entries are read at a time.
 const PAGE: i64 = 5000;
 
-/// Recomputes every chain of a store, naming the first bad entry of each
-/// (the server and `gavel audit verify --database-url` both use this).
-pub async fn verify_chains(store: &dyn Store) -> Result<Verification, StoreError> {
+/// Recomputes every chain of a store, naming the first bad entry of each,
+/// and holds each chain to the `checkpoints` (already verified) signed
+/// for it: a chain must still reach each one's seq with its hash (the
+/// server and `gavel audit verify --database-url` both use this).
+pub async fn verify_chains(
+    store: &dyn Store,
+    checkpoints: &[Checkpoint],
+) -> Result<Verification, StoreError> {
+    let mut names = store.chains().await?;
+    // A chain deleted whole still has its checkpoints.
+    for c in checkpoints {
+        if !names.contains(&c.chain) {
+            names.push(c.chain.clone());
+        }
+    }
     let mut chains = Vec::new();
-    for chain in store.chains().await? {
+    for chain in names {
+        let anchored: HashSet<i64> = checkpoints
+            .iter()
+            .filter(|c| c.chain == chain)
+            .map(|c| c.seq)
+            .collect();
+        let mut hashes = HashMap::new();
         let mut v = ChainVerifier::new(&chain);
         let mut after = 0;
         loop {
@@ -57,9 +77,26 @@ pub async fn verify_chains(store: &dyn Store) -> Result<Verification, StoreError
             after = last.seq;
             for e in &page {
                 v.push(e);
+                if anchored.contains(&e.seq) {
+                    hashes.insert(e.seq, e.entry_hash.clone());
+                }
             }
         }
-        chains.push(v.finish());
+        let mut report = v.finish();
+        // A chain that verified from genesis holds seqs 1..=entries.
+        if report.ok
+            && let Some((seq, why)) = checkpoint::check_chain(
+                checkpoints,
+                &chain,
+                |s| hashes.get(&s).cloned(),
+                report.entries as i64,
+            )
+        {
+            report.ok = false;
+            report.first_bad_seq = Some(seq);
+            report.problem = Some(why);
+        }
+        chains.push(report);
     }
     Ok(Verification {
         ok: chains.iter().all(|c| c.ok),
@@ -96,12 +133,59 @@ impl Engine {
         Ok(entries)
     }
 
-    /// Recomputes every chain; names the first bad entry of each.
-    pub async fn verify_audit(&self, who: &Identity) -> Result<Verification, Refusal> {
+    /// Recomputes every chain; names the first bad entry of each. Each
+    /// signed checkpoint given must verify against this server's key, and
+    /// its chain must still hold it.
+    pub async fn verify_audit(
+        &self,
+        who: &Identity,
+        checkpoints: &[String],
+    ) -> Result<Verification, Refusal> {
         require(who, AUDITOR, "VerifyAudit")?;
-        verify_chains(self.store.as_ref())
+        let jwks = self.signer.jwks();
+        let checkpoints = checkpoints
+            .iter()
+            .enumerate()
+            .map(|(i, jws)| {
+                Checkpoint::verify(jws, &jwks).map_err(|e| {
+                    Refusal::field(
+                        Reason::InvalidArgument,
+                        format!("checkpoints[{i}]"),
+                        format!("not a checkpoint signed by this server's key: {}", e.0),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        verify_chains(self.store.as_ref(), &checkpoints)
             .await
             .map_err(store_refusal)
+    }
+
+    /// Signs the head of every chain as the log holds it now (auditors).
+    pub async fn sign_checkpoints(&self, who: &Identity) -> Result<Vec<String>, Refusal> {
+        require(who, AUDITOR, "SignCheckpoints")?;
+        let mut out = Vec::new();
+        for chain in self.store.chains().await.map_err(store_refusal)? {
+            if let Some((_, jws)) = self.checkpoint(&chain).await? {
+                out.push(jws);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One chain's head, signed; `None` for a chain with no entries.
+    pub async fn checkpoint(&self, chain: &str) -> Result<Option<(Checkpoint, String)>, Refusal> {
+        let last = self.store.audit_last(chain).await.map_err(store_refusal)?;
+        Ok(last.map(|e| {
+            let c = Checkpoint {
+                chain: e.chain,
+                seq: e.seq,
+                entry_hash: e.entry_hash,
+                at: self.now(),
+            };
+            let jws = c.sign(&self.signer);
+            (c, jws)
+        }))
     }
 
     /// The entries the filter selects, chain by chain in order. The caller's

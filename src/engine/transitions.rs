@@ -331,6 +331,19 @@ impl Engine {
             )
             .await?;
         let r = &view.record;
+        // Where the bind's entry stands in the log, so the receipt also
+        // proves the entry (a checkpoint at or after it covers it). The
+        // bind has committed: a failed read costs the receipt its position,
+        // not the executor its bind.
+        let entry = match self.store.audit_for_job(job_id).await {
+            Ok(entries) => entries
+                .into_iter()
+                .find(|e| e.kind == EventKind::Bind.as_str() && e.body["bind_id"] == bind_id),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "the bind's audit entry could not be read for its receipt");
+                None
+            }
+        };
         let receipt = self
             .signer
             .sign(&crate::receipt::payload(&crate::receipt::Claims {
@@ -342,6 +355,9 @@ impl Engine {
                 approvers: r.approvals.iter().map(|a| a.approver.as_str()).collect(),
                 constraints: &serde_json::to_value(&r.evaluation.constraints).unwrap_or_default(),
                 iat: view.at.div_euclid(1000),
+                audit: entry
+                    .as_ref()
+                    .map(|e| (e.chain.as_str(), e.seq, e.entry_hash.as_str())),
             }));
         Ok(Bound {
             view,

@@ -446,6 +446,19 @@ impl AuditService for Grpc {
         })
     }
 
+    async fn sign_checkpoints(
+        &self,
+        req: Request<pb::SignCheckpointsRequest>,
+    ) -> Result2<pb::SignCheckpointsResponse> {
+        let who = self.caller(&req)?;
+        let checkpoints = self
+            .engine
+            .sign_checkpoints(&who)
+            .await
+            .map_err(|r| status(&r))?;
+        ok(pb::SignCheckpointsResponse { checkpoints })
+    }
+
     async fn verify_audit(
         &self,
         req: Request<pb::VerifyAuditRequest>,
@@ -453,7 +466,7 @@ impl AuditService for Grpc {
         let who = self.caller(&req)?;
         let v = self
             .engine
-            .verify_audit(&who)
+            .verify_audit(&who, &req.get_ref().checkpoints)
             .await
             .map_err(|r| status(&r))?;
         ok(pb::VerifyAuditResponse {

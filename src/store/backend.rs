@@ -205,6 +205,11 @@ impl<B: Backend> Store for Stored<B> {
         reads::chains(&mut *c).await
     }
 
+    async fn audit_last(&self, chain: &str) -> Result<Option<AuditEntry>, StoreError> {
+        let mut c = self.reads.acquire().await?;
+        reads::audit_last(&mut *c, chain).await
+    }
+
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let mut c = self.reads.acquire().await?;
         reads::outbox(&mut *c, limit).await

@@ -262,6 +262,8 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError>;
     async fn chains(&self) -> Result<Vec<String>, StoreError>;
+    /// The last entry of one chain, as the log holds it now.
+    async fn audit_last(&self, chain: &str) -> Result<Option<AuditEntry>, StoreError>;
 
     /// The first `limit` outbox messages, in the order they were written.
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;

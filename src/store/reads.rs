@@ -151,6 +151,11 @@ const AUDIT_PAGE: &str = concat!(
     rows::audit_columns!(),
     " FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 );
+const AUDIT_LAST: &str = concat!(
+    "SELECT ",
+    rows::audit_columns!(),
+    " FROM audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1"
+);
 const CHAINS: &str = "SELECT DISTINCT chain FROM audit ORDER BY chain";
 const OUTBOX: &str = concat!(
     "SELECT ",
@@ -183,6 +188,17 @@ pub(crate) async fn audit_page<C: Conn>(
     .iter()
     .map(rows::audit)
     .collect()
+}
+
+pub(crate) async fn audit_last<C: Conn>(
+    c: &mut C,
+    chain: &str,
+) -> Result<Option<AuditEntry>, StoreError> {
+    c.fetch_optional(AUDIT_LAST, &[Arg::Text(chain)])
+        .await?
+        .as_ref()
+        .map(rows::audit)
+        .transpose()
 }
 
 pub(crate) async fn chains<C: Conn>(c: &mut C) -> Result<Vec<String>, StoreError> {

@@ -166,6 +166,8 @@ pub struct Spawn {
     pub http_listener: Option<std::net::TcpListener>,
     /// OTLP export of request spans.
     pub tracing: Option<gavel::service::observe::TracingOptions>,
+    /// Signed checkpoints of the chain, appended to a file.
+    pub checkpoints: Option<gavel::server::CheckpointOptions>,
 }
 
 impl Spawn {
@@ -183,6 +185,7 @@ impl Spawn {
             directory: None,
             http_listener: None,
             tracing: None,
+            checkpoints: None,
         }
     }
 }
@@ -246,6 +249,7 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         sweep_interval: Duration::from_secs(3600),
         tls: opts.tls,
         tracing: opts.tracing,
+        checkpoints: opts.checkpoints,
         ..ServeOptions::default()
     };
     let e = engine.clone();

@@ -1,5 +1,6 @@
 //! gavel's integration tests: one binary, one module per feature.
 
+mod anchor;
 mod authz;
 mod bench;
 mod browser;

@@ -302,7 +302,7 @@ async fn sweepers_on_every_replica_expire_and_escalate_each_job_once() {
     // Each replica keeps its own chain; verification covers them all.
     let v = auditor
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -946,7 +946,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
         );
         call!(
             "VerifyAudit",
-            c.audit.verify_audit(pb::VerifyAuditRequest {})
+            c.audit.verify_audit(pb::VerifyAuditRequest::default())
         );
         call!(
             "ExportAudit",
@@ -998,7 +998,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
     );
     let s = agent
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap_err();
     assert_eq!(reason(&s), "PERMISSION_DENIED");
@@ -1024,7 +1024,7 @@ async fn every_rpc_checks_the_token_and_the_role(b: Backend) {
         .as_("operator")
         .await
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap_err();
     assert_eq!(reason(&s), "PERMISSION_DENIED");
@@ -1244,7 +1244,7 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story(b: Ba
     );
     let v = auditor
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1280,7 +1280,7 @@ async fn audit_verify_finds_a_tampered_row_and_job_history_tells_the_story(b: Ba
     let bad_seq = story.iter().find(|e| e.actor == "bob").unwrap().seq;
     let v = auditor
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1377,7 +1377,7 @@ async fn a_restarted_server_keeps_every_state(backend: Backend) {
         .as_("auditor")
         .await
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap()
         .into_inner();

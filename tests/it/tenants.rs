@@ -389,7 +389,7 @@ async fn tenants_keep_their_policies_people_and_stories_apart(b: Backend) {
         .as_("root-auditor")
         .await
         .audit
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .unwrap()
         .into_inner();
