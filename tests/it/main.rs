@@ -5,6 +5,7 @@ mod authz;
 mod bench;
 mod browser;
 mod cli;
+mod crash;
 mod deploy;
 mod fnmatch;
 mod helpers;

@@ -188,22 +188,9 @@ crate::on_both_backends!(
 
 // ------------------------------------------------------------------ a month
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+use super::helpers::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
     /// A review delay: mostly within the 5-minute SLA, sometimes after it,
     /// always before the 10-minute timeout.
     fn delay(&mut self) -> i64 {
