@@ -13,4 +13,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${1:-50}
 GAVEL_CRASH_TRIALS=$TRIALS cargo test -q --test it crash_trials -- --nocapture --test-threads 1 2>&1 \
-  | tee /dev/stderr | grep '^crash trials:'
+  | tee /dev/stderr | grep -o 'crash trials:.*'

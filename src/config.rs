@@ -49,6 +49,8 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// `[audit]`: signed checkpoints of this replica's chain.
     pub audit: AuditConfig,
+    /// `[resources]`: per-identity watch streams and request rate.
+    pub resources: crate::engine::resources::Resources,
 }
 
 /// `[audit]`: where this replica appends signed checkpoints of its chain
@@ -194,6 +196,7 @@ impl Default for Config {
             stats: crate::stats::Thresholds::default(),
             tracing: None,
             audit: AuditConfig::default(),
+            resources: Default::default(),
         }
     }
 }
@@ -254,6 +257,7 @@ impl Config {
         if let Some(t) = &self.tracing {
             t.validate()?;
         }
+        self.resources.validate().map_err(ConfigError::Invalid)?;
         if self.audit.checkpoint_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "audit.checkpoint_interval_secs must be at least 1".into(),

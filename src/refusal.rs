@@ -64,6 +64,7 @@ reasons! {
     GateUnsatisfiable => "GATE_UNSATISFIABLE",
     UnknownTenant => "UNKNOWN_TENANT",
     NoTenantPolicy => "NO_TENANT_POLICY",
+    ResourceExhausted => "RESOURCE_EXHAUSTED",
 }
 
 impl Reason {

@@ -333,6 +333,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             tenancy: config.tenancy().map_err(|e| CliError(e.to_string()))?,
             replica_id: config.replica_id.clone(),
             stats: config.stats,
+            resources: config.resources,
             ..EngineOptions::default()
         },
     })

@@ -16,6 +16,7 @@ mod decide;
 mod follow;
 mod metrics;
 mod page;
+pub mod resources;
 mod snapshots;
 mod stats;
 mod sweep;
@@ -60,6 +61,8 @@ pub struct EngineOptions {
     pub replica_id: String,
     /// When approval statistics flag a rubber stamp.
     pub stats: crate::stats::Thresholds,
+    /// Per-identity bounds: watch streams, request rate.
+    pub resources: resources::Resources,
 }
 
 impl Default for EngineOptions {
@@ -72,6 +75,7 @@ impl Default for EngineOptions {
             tenancy: Default::default(),
             replica_id: "main".into(),
             stats: crate::stats::Thresholds::default(),
+            resources: resources::Resources::default(),
         }
     }
 }
@@ -125,6 +129,7 @@ pub struct Engine {
     changes: broadcast::Sender<JobChange>,
     signer: ReceiptSigner,
     metrics: metrics::Metrics,
+    usage: resources::Usage,
 }
 
 /// A store failure as callers see it: the kind, never the SQL.
@@ -176,6 +181,7 @@ impl Engine {
             recorder,
             changes,
             signer,
+            usage: resources::Usage::default(),
         });
         engine.load_snapshots(policy).await?;
         tokio::spawn(follow::follow_changes(Arc::downgrade(&engine)));

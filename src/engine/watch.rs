@@ -34,9 +34,13 @@ impl Engine {
         // Subscribe before reading, so no change falls between the two.
         let mut changes = self.subscribe();
         let first = self.get_job(who, job_id).await?;
+        // Counted against the caller until the stream ends or its reader
+        // goes away.
+        let slot = self.watch_slot(who)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let (engine, who, job_id) = (self.clone(), who.clone(), job_id.to_owned());
         tokio::spawn(async move {
+            let _slot = slot;
             let mut version = first.record.version;
             let done = first.state.is_final();
             let event = WatchEvent {
@@ -48,7 +52,12 @@ impl Engine {
                 return;
             }
             loop {
-                let (kind, at, record) = match changes.recv().await {
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    // The reader hung up: end now, not at the next change.
+                    _ = tx.closed() => return,
+                };
+                let (kind, at, record) = match change {
                     Ok(c) => (c.kind, c.at, c.record),
                     Err(RecvError::Lagged(_)) => {
                         // Too far behind: re-read the record itself.

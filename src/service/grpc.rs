@@ -56,6 +56,10 @@ impl Grpc {
                 NoCaller::Refused(m) => unauthenticated(m),
             })
             .inspect(|who| crate::observe::identity(&who.name))
+            .and_then(|who| {
+                self.engine.admit(&who).map_err(|r| status(&r))?;
+                Ok(who)
+            })
     }
 }
 

@@ -17,6 +17,7 @@ pub fn grpc_code(reason: Reason) -> tonic::Code {
         | SelfAcknowledge => Code::PermissionDenied,
         AlreadyExists => Code::AlreadyExists,
         Unavailable => Code::Unavailable,
+        ResourceExhausted => Code::ResourceExhausted,
         Internal => Code::Internal,
         HashMismatch | SnapshotMismatch | SnapshotRevoked | SnapshotStale | Denied | Pending
         | Rejected | Expired | Cancelled | AlreadyBound | AlreadyApproved | NotPending
@@ -34,6 +35,7 @@ pub fn http_status(reason: Reason) -> u16 {
         tonic::Code::PermissionDenied => 403,
         tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => 409,
         tonic::Code::Unavailable => 503,
+        tonic::Code::ResourceExhausted => 429,
         _ => 500,
     }
 }

@@ -24,6 +24,7 @@ mod policy_load;
 mod properties;
 mod python;
 mod replicas;
+mod resources;
 mod server;
 mod slack;
 mod stats;

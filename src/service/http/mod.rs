@@ -352,9 +352,10 @@ impl FromRequestParts<State> for Caller {
                 }
                 NoCaller::Refused(m) => unauthenticated(m),
             })
-            .map(|who| {
+            .and_then(|who| {
                 crate::observe::identity(&who.name);
-                Caller(who)
+                state.engine.admit(&who)?;
+                Ok(Caller(who))
             })
     }
 }

@@ -116,12 +116,15 @@ async fn session(state: &State, headers: &HeaderMap) -> Result<Session, Page> {
     let Some(secret) = cookie(headers, COOKIE) else {
         return Err(redirect("/ui/login"));
     };
-    state
-        .engine
-        .session(&secret)
-        .await
-        .inspect(|s| crate::observe::identity(&s.identity.name))
-        .map_err(|_| redirect("/ui/login"))
+    let Ok(s) = state.engine.session(&secret).await else {
+        return Err(redirect("/ui/login"));
+    };
+    crate::observe::identity(&s.identity.name);
+    // The page counts against the person's request rate like the API.
+    if let Err(r) = state.engine.admit(&s.identity) {
+        return Err(refusal_page(Some(&s), &r));
+    }
+    Ok(s)
 }
 
 /// A refusal as a page: the reason's name, the message, a way back.
