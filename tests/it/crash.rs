@@ -8,66 +8,15 @@
 //! `GAVEL_CRASH_TRIALS` (default 2 per backend) sets the number of trials
 //! and `GAVEL_CRASH_SEED` replays one; `benches/crash.sh` runs many.
 
-use super::helpers::{Rng, clients, job, listening_addr, reason, token};
+use super::helpers::{Caller, Rng, ServeProcess as Server, clients, job, reason, token};
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const POLICY: &str = "version: v1\nname: crash\ndefaults:\n  decision: require_approval\n  approval: { approvers: 1, roles: [reviewer] }\nrules:\n  - id: reads\n    match: { action: [read] }\n    decision: allow\n";
-
-/// One `gavel serve` process.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(config: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gavel serve");
-        let addr = listening_addr(&mut child);
-        Server { child, addr }
-    }
-
-    async fn as_(&self, who: &str) -> super::helpers::Clients {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        clients(channel, Some(token(who)))
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal("-TERM");
-        }
-    }
-}
 
 /// What the server acknowledged.
 #[derive(Default)]
@@ -324,7 +273,7 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
 
     let mut rng = Rng(seed);
     let kill_at = 30 + rng.below(300) as usize;
-    let mut server = Server::start(&path);
+    let mut server = Server::start(&path, &[], "error");
     let acked = Arc::new(Mutex::new(Acked::default()));
     let acks = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..3)
@@ -347,7 +296,7 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
     }
     // Killed: reap it, then start again on the same database.
     let _ = server.child.wait();
-    let server = Server::start(&path);
+    let server = Server::start(&path, &[], "error");
     let mut agent = server.as_("agent-1").await;
     agent
         .decision

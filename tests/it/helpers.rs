@@ -664,3 +664,62 @@ impl Rng {
         &xs[self.below(xs.len() as u64) as usize]
     }
 }
+
+/// One `gavel serve` process on loopback ports, stopped with SIGTERM when
+/// dropped (unless it already ended).
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl ServeProcess {
+    /// Starts `gavel serve --config CONFIG` with `args` on free ports and
+    /// waits for its listening line.
+    pub fn start(config: &std::path::Path, args: &[&str], log: &str) -> ServeProcess {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(args)
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gavel serve");
+        let addr = listening_addr(&mut child);
+        ServeProcess { child, addr }
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) and reaps the process.
+    pub fn signal(&mut self, signal: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Caller for ServeProcess {
+    async fn as_(&self, who: &str) -> Clients {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients(channel, Some(token(who)))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-TERM");
+        }
+    }
+}

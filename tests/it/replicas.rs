@@ -5,7 +5,7 @@ use super::helpers::*;
 use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use pb::JobState as S;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 
@@ -17,51 +17,11 @@ fn policy() -> String {
     )
 }
 
-/// One `gavel serve` process, stopped with SIGTERM when dropped.
-struct Replica {
-    child: Child,
-    addr: String,
-}
+/// A replica: one `gavel serve` process with its own `replica_id`.
+type Replica = ServeProcess;
 
-impl Replica {
-    fn start(config: &std::path::Path, id: &str) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--replica-id", id, "--grpc-listen", "127.0.0.1:0"])
-            .args(["--http-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gavel serve");
-        let addr = listening_addr(&mut child);
-        Replica { child, addr }
-    }
-
-    async fn as_(&self, who: &str) -> Clients {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        clients(channel, Some(token(who)))
-    }
-}
-
-impl Caller for Replica {
-    async fn as_(&self, who: &str) -> Clients {
-        Replica::as_(self, who).await
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+fn replica(config: &std::path::Path, id: &str) -> Replica {
+    ServeProcess::start(config, &["--replica-id", id], "warn")
 }
 
 /// Two replicas on a fresh PostgreSQL database, or `None` when PostgreSQL
@@ -91,8 +51,8 @@ async fn two_replicas(test: &str) -> Option<(Replica, Replica, String, tempfile:
     }
     let path = dir.path().join("gavel.toml");
     std::fs::write(&path, config).unwrap();
-    let a = Replica::start(&path, "replica-a");
-    let b = Replica::start(&path, "replica-b");
+    let a = replica(&path, "replica-a");
+    let b = replica(&path, "replica-b");
     Some((a, b, db_url, dir))
 }
 
