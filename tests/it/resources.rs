@@ -119,6 +119,7 @@ async fn the_request_rate_is_bounded_per_identity_on_both_doors() {
         .await
         .unwrap();
     assert_eq!(http.status(), 429);
+    assert_eq!(http.headers()["retry-after"], "1");
     let body: serde_json::Value = http.json().await.unwrap();
     assert_eq!(body["error"]["reason"], "RESOURCE_EXHAUSTED");
     // Others are not slowed by agent-1.

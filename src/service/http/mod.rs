@@ -313,6 +313,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"gavel\""),
             );
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Per-identity bounds refill within a second (the message
+            // names the exact wait).
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }
