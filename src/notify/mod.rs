@@ -9,7 +9,7 @@
 //! except through the outbox.
 
 mod route;
-mod send;
+pub mod send;
 
 pub use route::{ChannelKind, Route, backoff_ms, channels_for};
 pub use send::{sign_slack, sign_webhook, slack_blocks, slack_call, verify_slack, verify_webhook};
