@@ -106,6 +106,11 @@ pub(super) async fn interactions(
                     "Slack user {user} is not linked to a gavel identity"
                 ));
             };
+            // The same per-identity rate as every other door.
+            crate::observe::identity(&who.name);
+            if let Err(r) = state.engine.admit(&who) {
+                return modal_error(&r.message);
+            }
             let callback = p["view"]["callback_id"].as_str().unwrap_or("");
             let meta = p["view"]["private_metadata"].as_str().unwrap_or("");
             let reason = p["view"]["state"]["values"]["reason"]["reason"]["value"]
