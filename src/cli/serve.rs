@@ -317,9 +317,13 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         std::fs::create_dir_all(&parent)
             .map_err(|e| CliError(format!("{}: cannot create: {e}", parent.display())))?;
     }
-    let store = crate::store::open(&config.database_url, &config.replica_id)
-        .await
-        .map_err(|e| CliError(e.to_string()))?;
+    let store = crate::store::open_with(
+        &config.database_url,
+        &config.replica_id,
+        config.resources.store_options(),
+    )
+    .await
+    .map_err(|e| CliError(e.to_string()))?;
     let engine = Engine::start(EngineSettings {
         store,
         clock: Arc::new(SystemClock),

@@ -22,6 +22,9 @@ pub struct Resources {
     /// How many requests one identity may make at once after being idle;
     /// 0: one second's worth.
     pub request_burst_per_identity: u32,
+    /// The longest one database read or write may take before the caller
+    /// is answered UNAVAILABLE (see [`crate::store::StoreOptions`]).
+    pub database_timeout_ms: u64,
 }
 
 impl Default for Resources {
@@ -30,6 +33,7 @@ impl Default for Resources {
             max_watch_streams_per_identity: 64,
             requests_per_second_per_identity: 0.0,
             request_burst_per_identity: 0,
+            database_timeout_ms: 10_000,
         }
     }
 }
@@ -45,7 +49,17 @@ impl Resources {
                 "resources.requests_per_second_per_identity must be 0 (no limit) or more".into(),
             );
         }
+        if self.database_timeout_ms < 100 {
+            return Err("resources.database_timeout_ms must be at least 100".into());
+        }
         Ok(())
+    }
+
+    /// What the store is opened with.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            timeout: std::time::Duration::from_millis(self.database_timeout_ms),
+        }
     }
 
     fn burst(&self) -> f64 {

@@ -15,6 +15,7 @@ use crate::audit::AuditEntry;
 use crate::policy::{Scope, SnapshotId};
 use async_trait::async_trait;
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// How a database gavel can keep its state in is written to.
@@ -68,10 +69,14 @@ async fn answer<T, E: From<StoreError>>(rx: oneshot::Receiver<Result<T, E>>) -> 
     rx.await.map_err(|_| E::from(stopped()))?
 }
 
-/// A store: reads from a pool, writes through the backend.
+/// A store: reads from a pool, writes through the backend, each bounded
+/// in time.
 pub(crate) struct Stored<B: Backend> {
     pub(crate) reads: sqlx::Pool<B::Db>,
     pub(crate) writes: B,
+    /// The longest a read or a write may take before the caller is told
+    /// UNAVAILABLE (see [`super::StoreOptions::timeout`]).
+    pub(crate) timeout: Duration,
 }
 
 #[async_trait]
@@ -84,31 +89,41 @@ impl<B: Backend> Store for Stored<B> {
         now: i64,
     ) -> Result<Activated, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .submit(Write::Activate {
+        self.run(
+            Write::Activate {
                 scope: scope.clone(),
                 snapshot: Box::new(snapshot),
                 actor: actor.to_owned(),
                 now,
                 reply,
-            })
-            .await;
-        answer(rx).await
+            },
+            rx,
+        )
+        .await
     }
 
     async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotId)>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::active_snapshots(&mut *c).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::active_snapshots(&mut *c).await
+        })
+        .await
     }
 
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::snapshot(&mut *c, id).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::snapshot(&mut *c, id).await
+        })
+        .await
     }
 
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::snapshots(&mut *c, name).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::snapshots(&mut *c, name).await
+        })
+        .await
     }
 
     async fn revoke_snapshot(
@@ -120,17 +135,18 @@ impl<B: Backend> Store for Stored<B> {
         now: i64,
     ) -> Result<Option<SnapshotRow>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .submit(Write::Revoke {
+        self.run(
+            Write::Revoke {
                 id: id.to_owned(),
                 tenant: tenant.to_owned(),
                 actor: actor.to_owned(),
                 reason: reason.to_owned(),
                 now,
                 reply,
-            })
-            .await;
-        answer(rx).await
+            },
+            rx,
+        )
+        .await
     }
 
     async fn record_decisions(
@@ -139,13 +155,11 @@ impl<B: Backend> Store for Stored<B> {
     ) -> Result<Vec<Recorded>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let count = decisions.len();
-        self.writes
-            .submit(Write::Decisions(
-                decisions,
-                DecisionReplies::one(count, reply),
-            ))
-            .await;
-        answer(rx).await
+        self.run(
+            Write::Decisions(decisions, DecisionReplies::one(count, reply)),
+            rx,
+        )
+        .await
     }
 
     fn batches_writes(&self) -> bool {
@@ -153,8 +167,11 @@ impl<B: Backend> Store for Stored<B> {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::job(&mut *c, B::DIALECT, job_id).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::job(&mut *c, B::DIALECT, job_id).await
+        })
+        .await
     }
 
     async fn transition(
@@ -164,30 +181,40 @@ impl<B: Backend> Store for Stored<B> {
         now: i64,
     ) -> Result<JobRecord, TransitionError> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .submit(Write::Transition {
+        self.run(
+            Write::Transition {
                 job_id: job_id.to_owned(),
                 command: Box::new(command),
                 now,
                 reply,
-            })
-            .await;
-        answer(rx).await
+            },
+            rx,
+        )
+        .await
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::jobs(&mut *c, B::DIALECT, filter).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::jobs(&mut *c, B::DIALECT, filter).await
+        })
+        .await
     }
 
     async fn due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::due(&mut *c, now, limit).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::due(&mut *c, now, limit).await
+        })
+        .await
     }
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::audit_for_job(&mut *c, job_id).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::audit_for_job(&mut *c, job_id).await
+        })
+        .await
     }
 
     async fn audit_page(
@@ -196,23 +223,35 @@ impl<B: Backend> Store for Stored<B> {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::audit_page(&mut *c, chain, after_seq, limit).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::audit_page(&mut *c, chain, after_seq, limit).await
+        })
+        .await
     }
 
     async fn chains(&self) -> Result<Vec<String>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::chains(&mut *c).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::chains(&mut *c).await
+        })
+        .await
     }
 
     async fn audit_last(&self, chain: &str) -> Result<Option<AuditEntry>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::audit_last(&mut *c, chain).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::audit_last(&mut *c, chain).await
+        })
+        .await
     }
 
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::outbox(&mut *c, limit).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::outbox(&mut *c, limit).await
+        })
+        .await
     }
 
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
@@ -220,8 +259,11 @@ impl<B: Backend> Store for Stored<B> {
     }
 
     async fn unrouted_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        deliveries::unrouted(&mut *c, limit).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            deliveries::unrouted(&mut *c, limit).await
+        })
+        .await
     }
 
     async fn route_outbox(
@@ -281,8 +323,11 @@ impl<B: Backend> Store for Stored<B> {
         job_id: &str,
         channel: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        deliveries::slack_message(&mut *c, job_id, channel).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            deliveries::slack_message(&mut *c, job_id, channel).await
+        })
+        .await
     }
 
     async fn save_slack_message(
@@ -319,8 +364,11 @@ impl<B: Backend> Store for Stored<B> {
     }
 
     async fn deliveries(&self, state: &str, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        deliveries::list(&mut *c, state, limit).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            deliveries::list(&mut *c, state, limit).await
+        })
+        .await
     }
 
     async fn create_session(&self, session: SessionRow) -> Result<(), StoreError> {
@@ -330,8 +378,11 @@ impl<B: Backend> Store for Stored<B> {
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
-        let mut c = self.reads.acquire().await?;
-        reads::session(&mut *c, id_hash, now).await
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::session(&mut *c, id_hash, now).await
+        })
+        .await
     }
 
     async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
@@ -346,15 +397,43 @@ impl<B: Backend> Store for Stored<B> {
 }
 
 impl<B: Backend> Stored<B> {
+    /// `work`, or UNAVAILABLE once the timeout passes. A write that timed
+    /// out may still commit (its transaction is dropped, or on SQLite
+    /// still queued): its outcome is unknown, as after a lost connection,
+    /// and callers retry with the same job id.
+    async fn bounded<T, E: From<StoreError>>(
+        &self,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(done) => done,
+            Err(_) => Err(E::from(StoreError::Unavailable(format!(
+                "the database did not answer within {} ms",
+                self.timeout.as_millis()
+            )))),
+        }
+    }
+
+    /// Submits `write` and waits for its answer on `rx`, within the timeout.
+    async fn run<T, E: From<StoreError>>(
+        &self,
+        write: Write,
+        rx: oneshot::Receiver<Result<T, E>>,
+    ) -> Result<T, E> {
+        self.bounded(async {
+            self.writes.submit(write).await;
+            answer(rx).await
+        })
+        .await
+    }
+
     async fn delivery_write(&self, op: DeliveryOp) -> Result<(Vec<DeliveryRow>, u64), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writes.submit(Write::Delivery { op, reply }).await;
-        answer(rx).await
+        self.run(Write::Delivery { op, reply }, rx).await
     }
 
     async fn session_write(&self, op: SessionOp) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writes.submit(Write::Session { op, reply }).await;
-        answer(rx).await
+        self.run(Write::Session { op, reply }, rx).await
     }
 }

@@ -337,12 +337,42 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// How the store uses its database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreOptions {
+    /// The longest one read or one write may take, waiting for a
+    /// connection included, before the caller is answered UNAVAILABLE. On
+    /// PostgreSQL, half of it is the server's
+    /// `idle_in_transaction_session_timeout` for gavel's sessions (unless
+    /// the URL sets one), so a replica cut off mid-transaction holds its
+    /// locks no longer than that: the other replicas waiting for them get
+    /// them within their own timeout.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Opens the store a database URL names: `sqlite://…` or `postgres://…`.
 pub async fn open(url: &str, chain: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, chain, StoreOptions::default()).await
+}
+
+/// [`open`] with options.
+pub async fn open_with(
+    url: &str,
+    chain: &str,
+    options: StoreOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::open(url, chain).await?))
+        Ok(Arc::new(postgres::open(url, chain, options).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::open(url, chain).await?))
+        Ok(Arc::new(sqlite::open(url, chain, options).await?))
     } else {
         // Only the scheme: a URL may hold a password.
         let scheme = url.split("://").next().unwrap_or("");

@@ -10,7 +10,7 @@ use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::effects::{Dialect, Effects};
 use super::rows::job_columns;
 use super::writes::Write;
-use super::{StoreError, StoreEvent};
+use super::{StoreError, StoreEvent, StoreOptions};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use std::str::FromStr;
@@ -78,15 +78,38 @@ pub(crate) struct PgWriter {
 /// Connects to `url` (`postgres://…`), applies migrations (serialised
 /// across replicas by sqlx's migration lock), and appends audit entries
 /// to `chain`.
-pub(crate) async fn open(url: &str, chain: &str) -> Result<Stored<PgWriter>, StoreError> {
-    let options = PgConnectOptions::from_str(url).map_err(invalid_url)?;
+pub(crate) async fn open(
+    url: &str,
+    chain: &str,
+    store: StoreOptions,
+) -> Result<Stored<PgWriter>, StoreError> {
+    let mut options = PgConnectOptions::from_str(url).map_err(invalid_url)?;
+    // The server ends a session left idle inside a transaction (its
+    // replica crashed or was cut off) after half the timeout, which
+    // releases its locks while the replicas waiting for them still wait.
+    const IDLE: &str = "idle_in_transaction_session_timeout";
+    if !options.get_options().is_some_and(|o| o.contains(IDLE)) {
+        let idle = (store.timeout / 2).as_millis().max(1);
+        options = options.options([(IDLE, format!("{idle}ms"))]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(store.timeout)
         .connect_with(options)
         .await?;
     migrate(&pool, sqlx::migrate!("migrations/postgres")).await?;
+    // gavel answers once PostgreSQL says committed; with this off the
+    // server says so before the commit is on disk.
+    let commit: Result<String, _> = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await;
+    if commit.is_ok_and(|c| c == "off") {
+        tracing::warn!(
+            "PostgreSQL has synchronous_commit = off: writes gavel acknowledged can be lost if the database server crashes"
+        );
+    }
     Ok(Stored {
+        timeout: store.timeout,
         reads: pool.clone(),
         writes: PgWriter {
             pool,

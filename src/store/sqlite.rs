@@ -13,7 +13,7 @@ use super::backend::{Backend, Stored, invalid_url, migrate};
 use super::effects::{Dialect, Effects};
 use super::rows::job_columns;
 use super::writes::{DecisionReplies, Write};
-use super::{StoreError, StoreEvent};
+use super::{StoreError, StoreEvent, StoreOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 use std::str::FromStr;
@@ -69,7 +69,11 @@ pub(crate) struct SqliteWriter {
 
 /// Opens (creating if needed) the database at `url` (`sqlite://path`),
 /// applies migrations, and appends audit entries to `chain`.
-pub(crate) async fn open(url: &str, chain: &str) -> Result<Stored<SqliteWriter>, StoreError> {
+pub(crate) async fn open(
+    url: &str,
+    chain: &str,
+    store: StoreOptions,
+) -> Result<Stored<SqliteWriter>, StoreError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(invalid_url)?
         .create_if_missing(true)
@@ -79,12 +83,14 @@ pub(crate) async fn open(url: &str, chain: &str) -> Result<Stored<SqliteWriter>,
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        .acquire_timeout(store.timeout)
         .connect_with(options)
         .await?;
     migrate(&pool, sqlx::migrate!("migrations/sqlite")).await?;
     let (writes, rx) = mpsc::channel(4096);
     tokio::spawn(writer(pool.clone(), chain.to_owned(), rx));
     Ok(Stored {
+        timeout: store.timeout,
         reads: pool,
         writes: SqliteWriter { writes },
     })
@@ -125,12 +131,32 @@ async fn writer(pool: SqlitePool, chain: String, mut rx: mpsc::Receiver<Write>) 
 /// every write in the batch fails and nothing is kept.
 async fn run_batch(pool: &SqlitePool, chain: &str, writes: Vec<Write>) {
     let writes = merge_decisions(writes);
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
         Err(e) => {
             let e = StoreError::from(e);
             writes.into_iter().for_each(|w| w.fail(&e));
             return;
+        }
+    };
+    if !run_on(&mut conn, chain, writes).await {
+        // A failed COMMIT (SQLITE_FULL among others) can leave SQLite
+        // inside the transaction with the driver unable to roll it back,
+        // and every later BEGIN on that connection refused. Closing it
+        // rolls back whatever is left; the next batch gets a fresh one.
+        conn.close_on_drop();
+    }
+}
+
+/// [`run_batch`] on one connection; false when the batch failed.
+async fn run_on(conn: &mut sqlx::SqliteConnection, chain: &str, writes: Vec<Write>) -> bool {
+    use sqlx::Connection;
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = StoreError::from(e);
+            writes.into_iter().for_each(|w| w.fail(&e));
+            return false;
         }
     };
     let mut fx = Effects::new(chain);
@@ -154,11 +180,15 @@ async fn run_batch(pool: &SqlitePool, chain: &str, writes: Vec<Write>) {
         },
     };
     match result {
-        Ok(()) => done.into_iter().for_each(|d| d.succeed()),
+        Ok(()) => {
+            done.into_iter().for_each(|d| d.succeed());
+            true
+        }
         Err(e) => {
             tracing::error!(error = %e, "a write batch failed and was rolled back");
             done.into_iter().for_each(|d| d.fail(&e));
             rest.for_each(|w| w.fail(&e));
+            false
         }
     }
 }

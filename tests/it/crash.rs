@@ -13,23 +13,23 @@ use crate::store::Backend;
 use gavel::proto::v1 as pb;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-const POLICY: &str = "version: v1\nname: crash\ndefaults:\n  decision: require_approval\n  approval: { approvers: 1, roles: [reviewer] }\nrules:\n  - id: reads\n    match: { action: [read] }\n    decision: allow\n";
+pub(super) const POLICY: &str = "version: v1\nname: crash\ndefaults:\n  decision: require_approval\n  approval: { approvers: 1, roles: [reviewer] }\nrules:\n  - id: reads\n    match: { action: [read] }\n    decision: allow\n";
 
 /// What the server acknowledged.
 #[derive(Default)]
-struct Acked {
+pub(super) struct Acked {
     /// Job id → (job hash, decision, snapshot).
-    decided: BTreeMap<String, (String, i32, String)>,
+    pub decided: BTreeMap<String, (String, i32, String)>,
     /// Jobs whose (single) approval was acknowledged.
-    approved: BTreeSet<String>,
+    pub approved: BTreeSet<String>,
     /// Job id → bind id.
-    bound: BTreeMap<String, String>,
-    reported: BTreeSet<String>,
+    pub bound: BTreeMap<String, String>,
+    pub reported: BTreeSet<String>,
     /// Snapshot ids of acknowledged reloads.
-    reloads: Vec<String>,
+    pub reloads: Vec<String>,
 }
 
 /// Whether a failed call was a refusal (the server answered) rather than
@@ -38,16 +38,40 @@ fn answered(s: &tonic::Status) -> bool {
     gavel::service::convert::error_detail(s).is_some()
 }
 
-/// One worker: random operations until the server dies.
-async fn worker(
-    server_addr: String,
-    seed: u64,
-    n: usize,
-    acked: Arc<Mutex<Acked>>,
-    acks: Arc<AtomicUsize>,
-    kill_at: usize,
-    pid: u32,
-) {
+/// A load shared by its workers: what was acknowledged, and what ends it.
+pub(super) struct Load {
+    pub acked: Mutex<Acked>,
+    /// Acknowledgements so far.
+    pub acks: tokio::sync::watch::Sender<usize>,
+    /// Calls answered UNAVAILABLE so far (the database was away).
+    pub unavailable: tokio::sync::watch::Sender<usize>,
+    /// Set to end the workers (fault trials).
+    pub stop: std::sync::atomic::AtomicBool,
+    /// Crash trials: the acknowledgement that kills this process id.
+    pub kill: Option<(usize, u32)>,
+}
+
+impl Load {
+    pub fn new(kill: Option<(usize, u32)>) -> Arc<Load> {
+        Arc::new(Load {
+            acked: Mutex::default(),
+            acks: tokio::sync::watch::channel(0).0,
+            unavailable: tokio::sync::watch::channel(0).0,
+            stop: Default::default(),
+            kill,
+        })
+    }
+
+    /// Waits until `n` more acknowledgements than `from` came in.
+    pub async fn acks_past(&self, from: usize, n: usize) {
+        let _ = self.acks.subscribe().wait_for(|a| *a >= from + n).await;
+    }
+}
+
+/// One worker: random operations until the server dies (crash trials) or
+/// the load is stopped (fault trials, where calls answered UNAVAILABLE are
+/// counted and the worker goes on).
+pub(super) async fn worker(server_addr: String, seed: u64, n: usize, load: Arc<Load>) {
     let connect = |who: &'static str| {
         let addr = server_addr.clone();
         async move {
@@ -66,15 +90,26 @@ async fn worker(
         connect("operator").await,
     );
     let mut rng = Rng(seed);
+    let acked = &load.acked;
     let ack = || {
+        let mut count = 0;
+        load.acks.send_modify(|a| {
+            *a += 1;
+            count = *a;
+        });
         // The acknowledgement that reaches `kill_at` pulls the plug.
-        if acks.fetch_add(1, Ordering::SeqCst) + 1 == kill_at {
+        if let Some((kill_at, pid)) = load.kill
+            && count == kill_at
+        {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
     };
-    for i in 0..20_000 {
+    for i in 0..20_000_000 {
+        if load.stop.load(Ordering::SeqCst) {
+            return;
+        }
         let id = format!("w{n}-{i}");
         let r = rng.below(20);
         let failed = match r {
@@ -224,7 +259,14 @@ async fn worker(
             }
         };
         match failed {
+            // The database is away: the server says so, and is retried.
+            Some(s) if load.kill.is_none() && s.code() == tonic::Code::Unavailable => {
+                assert_eq!(reason(&s), "UNAVAILABLE", "{s:?}");
+                load.unavailable.send_modify(|u| *u += 1);
+            }
             // Two workers racing for one job: one is refused, and goes on.
+            // After an UNAVAILABLE whose write did commit, the retry is
+            // refused the same way.
             Some(s) if answered(&s) => {
                 let r = reason(&s);
                 assert!(
@@ -239,7 +281,11 @@ async fn worker(
                 );
             }
             // The server is gone.
-            Some(_) => return,
+            Some(s) if load.kill.is_some() => {
+                let _ = s;
+                return;
+            }
+            Some(s) => panic!("worker {n}: the server failed: {s:?}"),
             None => {}
         }
     }
@@ -274,20 +320,14 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
     let mut rng = Rng(seed);
     let kill_at = 30 + rng.below(300) as usize;
     let mut server = Server::start(&path, &[], "error");
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let acks = Arc::new(AtomicUsize::new(0));
+    let load = Load::new(Some((kill_at, server.child.id())));
     let workers: Vec<_> = (0..3)
         .map(|n| {
             tokio::spawn(worker(
                 server.addr.clone(),
-                seed.wrapping_add(n as u64 + 1)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    | 1,
+                worker_seed(seed, n),
                 n,
-                acked.clone(),
-                acks.clone(),
-                kill_at,
-                server.child.id(),
+                load.clone(),
             ))
         })
         .collect();
@@ -308,8 +348,34 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
     let mut server = server;
     server.signal("-TERM");
 
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let store = gavel::store::open(&db_url, "crash-check").await.unwrap();
+    let acked = std::mem::take(&mut *load.acked.lock().unwrap());
+    check(&db_url, &acked, &format!("seed {seed}")).await;
+    drop(db_dir);
+    Some(acked.count())
+}
+
+/// Each worker's own seed.
+pub(super) fn worker_seed(seed: u64, n: usize) -> u64 {
+    seed.wrapping_add(n as u64 + 1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1
+}
+
+impl Acked {
+    pub fn count(&self) -> usize {
+        self.decided.len()
+            + self.approved.len()
+            + self.bound.len()
+            + self.reported.len()
+            + self.reloads.len()
+    }
+}
+
+/// Everything acknowledged is in the database at `db_url`, nothing is half
+/// there, no job is bound twice, every pending notification is still in
+/// the outbox, and the audit log verifies. `seed` labels the failures.
+pub(super) async fn check(db_url: &str, acked: &Acked, seed: &str) {
+    let store = gavel::store::open(db_url, "crash-check").await.unwrap();
     let mut lost = Vec::new();
     for (id, (hash, decision, snapshot)) in &acked.decided {
         match store.job(id).await.unwrap() {
@@ -356,7 +422,7 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
             lost.push(format!("reload {id}"));
         }
     }
-    assert!(lost.is_empty(), "seed {seed}: lost {lost:?}");
+    assert!(lost.is_empty(), "{seed}: lost {lost:?}");
 
     // Nothing half there: every job's record and its audit story agree
     // (one decision, its approvals, at most one bind), acknowledged or not.
@@ -373,19 +439,19 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
             .job(id)
             .await
             .unwrap()
-            .unwrap_or_else(|| panic!("seed {seed}: {id} has audit entries and no record"));
-        assert_eq!(count("decision"), 1, "seed {seed}: {id} {kinds:?}");
+            .unwrap_or_else(|| panic!("{seed}: {id} has audit entries and no record"));
+        assert_eq!(count("decision"), 1, "{seed}: {id} {kinds:?}");
         assert_eq!(
             count("approval"),
             r.approvals.len(),
-            "seed {seed}: {id} {kinds:?}"
+            "{seed}: {id} {kinds:?}"
         );
-        assert!(count("bind") <= 1, "seed {seed}: {id} bound twice");
-        assert_eq!(count("bind") == 1, r.bind_id.is_some(), "seed {seed}: {id}");
+        assert!(count("bind") <= 1, "{seed}: {id} bound twice");
+        assert_eq!(count("bind") == 1, r.bind_id.is_some(), "{seed}: {id}");
         assert_eq!(
             count("outcome") == 1,
             matches!(r.state.as_str(), "succeeded" | "failed"),
-            "seed {seed}: {id}"
+            "{seed}: {id}"
         );
     }
     // Every pending decision's notification is still in the outbox (no
@@ -397,24 +463,21 @@ async fn trial(b: Backend, seed: u64) -> Option<usize> {
                 outbox.iter().any(
                     |m| &m.job_id == id && m.kind == gavel::approval::NotificationKind::Pending
                 ),
-                "seed {seed}: the pending notification of {id} is gone"
+                "{seed}: the pending notification of {id} is gone"
             );
         }
     }
     // And the log verifies, straight from the database.
     let o = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["audit", "verify", "--database-url", &db_url])
+        .args(["audit", "verify", "--database-url", db_url])
         .output()
         .unwrap();
     assert_eq!(
         o.status.code(),
         Some(0),
-        "seed {seed}: {}",
+        "{seed}: {}",
         String::from_utf8_lossy(&o.stdout)
     );
-    drop(db_dir);
-    let a = &acked;
-    Some(a.decided.len() + a.approved.len() + a.bound.len() + a.reported.len() + a.reloads.len())
 }
 
 async fn kill_minus_nine_loses_nothing_acknowledged(b: Backend) {

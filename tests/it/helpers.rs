@@ -145,6 +145,14 @@ pub struct Restart {
     dir: Option<tempfile::TempDir>,
 }
 
+impl Restart {
+    /// A database the test made itself (a dedicated cluster, a file on a
+    /// small file system).
+    pub fn at(db_url: String) -> Restart {
+        Restart { db_url, dir: None }
+    }
+}
+
 /// Options for [`spawn_with`].
 pub struct Spawn {
     pub backend: Backend,
@@ -210,7 +218,13 @@ pub async fn spawn_with(opts: Spawn) -> Option<TestApp> {
         Some(r) => (r.db_url, r.dir),
         None => crate::store::fresh_url(opts.backend, "server").await?,
     };
-    let store = gavel::store::open(&db_url, opts.replica).await.unwrap();
+    let store = gavel::store::open_with(
+        &db_url,
+        opts.replica,
+        opts.options.resources.store_options(),
+    )
+    .await
+    .unwrap();
     let clock = ManualClock::new(opts.clock_ms);
     let engine = Engine::start(EngineSettings {
         store: store.clone(),

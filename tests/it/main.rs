@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod crash;
 mod deploy;
+mod faults;
 mod fnmatch;
 mod helpers;
 mod hooks;

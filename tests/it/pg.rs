@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct PgCluster {
     pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    /// The server options, for a restart on the same port.
+    opts: String,
+    root: bool,
 }
 
 static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
@@ -67,7 +73,10 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn start() -> Result<PgCluster, String> {
+/// A cluster; `durable` keeps `synchronous_commit` on, so that a commit
+/// survives the server being stopped at once (fsync stays off: the
+/// machine does not crash, only the server).
+fn start_cluster(durable: bool) -> Result<PgCluster, String> {
     let bin = bin_dir().ok_or("no initdb found on PATH or under /usr/lib/postgresql")?;
     let root = is_root();
     let dir = tempfile::Builder::new()
@@ -109,25 +118,19 @@ fn start() -> Result<PgCluster, String> {
     }
     let port = free_port();
     let opts = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
-        dir.display()
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c synchronous_commit={} -c full_page_writes=off -c max_connections=400",
+        dir.display(),
+        if durable { "on" } else { "off" }
     );
-    let out = pg_command(&bin, "pg_ctl", root)
-        .arg("-D")
-        .arg(&data)
-        .args(["-o", &opts, "-l"])
-        .arg(dir.join("postgres.log"))
-        .args(["-w", "-t", "60", "start"])
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("pg_ctl: {e}"))?;
-    if !out.status.success() {
-        let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-        return Err(format!(
-            "pg_ctl start failed: {}{log}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let cluster = PgCluster {
+        port,
+        bin: bin.clone(),
+        data: data.clone(),
+        dir: dir.clone(),
+        opts,
+        root,
+    };
+    cluster.start()?;
     // The watchdog: when this test process is gone, stop the cluster and
     // remove its directory.
     let stop = format!(
@@ -152,10 +155,49 @@ fn start() -> Result<PgCluster, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("watchdog: {e}"))?;
-    Ok(PgCluster { port })
+    Ok(cluster)
 }
 
 impl PgCluster {
+    /// Starts the (stopped) server, on its port, and waits until it
+    /// accepts connections.
+    pub fn start(&self) -> Result<(), String> {
+        let out = pg_command(&self.bin, "pg_ctl", self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-o", &self.opts, "-l"])
+            .arg(self.dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+            return Err(format!(
+                "pg_ctl start failed: {}{log}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops the server at once (`-m immediate`: no checkpoint, every
+    /// session cut, as in a crash) and waits until it is gone.
+    pub fn stop(&self) {
+        let out = pg_command(&self.bin, "pg_ctl", self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
@@ -179,10 +221,25 @@ impl PgCluster {
     }
 }
 
+/// A cluster of the test's own, which it may stop and start; `None` as
+/// for [`cluster`].
+pub fn dedicated(test: &str) -> Option<PgCluster> {
+    match start_cluster(true) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            if std::env::var("GAVEL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("GAVEL_REQUIRE_POSTGRES=1 but PostgreSQL could not be started: {why}");
+            }
+            eprintln!("\n*** SKIPPED `{test}`: PostgreSQL could not be started ({why}) ***\n");
+            None
+        }
+    }
+}
+
 /// The shared cluster, or `None` (after saying so loudly) when PostgreSQL
 /// cannot be started. With `GAVEL_REQUIRE_POSTGRES=1` that is a failure.
 pub fn cluster(test: &str) -> Option<&'static PgCluster> {
-    match CLUSTER.get_or_init(start) {
+    match CLUSTER.get_or_init(|| start_cluster(false)) {
         Ok(c) => Some(c),
         Err(why) => {
             if std::env::var("GAVEL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
