@@ -1,6 +1,7 @@
 //! Compiles the wire contract in `proto/` with protox (pure Rust, no system
 //! `protoc`), keeps the encoded descriptor set for gRPC server reflection, and
-//! generates the tonic client and server code.
+//! generates the messages, and with the `server` feature the tonic client
+//! and server code.
 
 use std::path::PathBuf;
 
@@ -17,9 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("gavel_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // The services need tonic, which only the `server` feature brings.
+    let services = std::env::var_os("CARGO_FEATURE_SERVER").is_some();
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(services)
+        .build_server(services)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -25,10 +25,10 @@ fuzz_target!(|data: &[u8]| {
         parts.next().unwrap_or("").as_bytes(),
     );
     let now = 1_800_000_000;
-    assert!(!gavel::notify::send::verify_webhook(
+    assert!(!gavel::signature::verify_webhook(
         "secret", timestamp, signature, body, now, 300
     ));
-    assert!(!gavel::notify::send::verify_slack(
+    assert!(!gavel::signature::verify_slack(
         "secret", timestamp, signature, body, now
     ));
     if let Some(t) = gavel::trace::TraceParent::parse(&text) {
