@@ -6,7 +6,7 @@
 //! `{"tenant","topic","action","target","risk_tags","attributes","params","proposal"}`,
 //! every key present. `job_id` is an idempotency key and is not hashed.
 
-use crate::canonical::{self, MAX_EXACT_INTEGER};
+use crate::canonical;
 use serde::Serialize;
 use serde_json::{Map, Number, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -347,20 +347,17 @@ fn check_string(field: &str, s: &str, limits: &Limits) -> Result<(), JobError> {
 }
 
 fn check_number(field: &str, n: &Number) -> Result<(), JobError> {
-    let too_big = match (n.as_u64(), n.as_i64()) {
-        (Some(u), _) => u > MAX_EXACT_INTEGER,
-        (None, Some(i)) => i.unsigned_abs() > MAX_EXACT_INTEGER,
-        _ => false,
+    let integer = match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => Some(i128::from(u)),
+        (None, Some(i)) => Some(i128::from(i)),
+        _ => None,
     };
-    if too_big {
-        return Err(JobError::new(
-            field,
-            format!(
-                "integer {n} is beyond ±2^53 and cannot be hashed exactly; send it as a string"
-            ),
-        ));
+    match integer {
+        Some(v) => crate::canonical::integer(v)
+            .map(drop)
+            .map_err(|m| JobError::new(field, m)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks numbers anywhere inside params, since doors other than JSON text

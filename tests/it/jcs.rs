@@ -169,3 +169,55 @@ proptest::proptest! {
         proptest::prop_assert_eq!(job.canonical_json(), theirs);
     }
 }
+
+/// The gRPC door reads numbers as doubles, the JSON doors as text: a job
+/// with a large integral double is the same job, with the same hash,
+/// through both, and its canonical form reads back (both found by the
+/// `grpc_decode` fuzz target).
+#[test]
+fn grpc_and_json_doors_agree_on_large_and_tiny_doubles() {
+    use gavel::proto::v1 as pb;
+    let limits = Limits::default();
+    for (double, text) in [
+        (-6.629298664374272e18, "-6629298664374272000"),
+        (1.3191472680134927e-226, "1.3191472680134927e-226"),
+        (1e21, "1e+21"),
+    ] {
+        let wire = pb::Job {
+            job_id: "j-1".into(),
+            action: "deploy".into(),
+            params: Some(prost_types::Struct {
+                fields: [(
+                    "n".to_owned(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::NumberValue(double)),
+                    },
+                )]
+                .into(),
+            }),
+            proposal: Some(pb::Proposal {
+                estimated_cost_usd: Some(double),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let by_grpc = Job::from_input(gavel::wire::job_input(Some(wire)).unwrap(), &limits)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let json = format!(
+            r#"{{"job_id":"j-1","action":"deploy","params":{{"n":{text}}},"proposal":{{"estimated_cost_usd":{text}}}}}"#
+        );
+        let by_json =
+            Job::from_json(json.as_bytes(), &limits).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(by_grpc.hash(), by_json.hash(), "{text}");
+        assert!(by_grpc.canonical_json().contains(text), "{text}");
+        let again = Job::from_json(by_grpc.canonical_json().as_bytes(), &limits).unwrap();
+        assert_eq!(again.hash(), by_grpc.hash(), "{text}");
+    }
+    // An integer no double is exactly stays refused on the JSON door.
+    let err = Job::from_json(
+        br#"{"job_id":"j-1","action":"deploy","params":{"n":9007199254740993}}"#,
+        &limits,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("2^53"), "{err}");
+}

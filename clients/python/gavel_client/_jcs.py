@@ -28,7 +28,9 @@ def _number(x: float | int) -> str:
     if isinstance(x, bool):
         raise TypeError("bool is not a number")
     f = float(x)
-    if isinstance(x, int) and abs(x) > 2**53:
+    if isinstance(x, int) and abs(x) > 2**53 and _number(f) != str(x):
+        # As the server: an integer beyond 2**53 only in the exact form the
+        # canonical writer gives a double (6629298664374272000 is one).
         raise ValueError(f"integer {x} cannot be represented exactly as a double")
     if math.isnan(f) or math.isinf(f):
         raise ValueError("NaN and infinities have no JSON form")

@@ -123,6 +123,15 @@ def test_the_canonical_form_matches_the_rfc8785_oracle(value):
     assert canonical(value).encode() == rfc8785.dumps(value)
 
 
+def test_large_integers_only_in_the_form_a_double_takes():
+    # What the server prints for a large double reads back the same; an
+    # integer no double is exactly is refused, as the server refuses it.
+    assert canonical(6629298664374272000) == canonical(6.629298664374272e18)
+    for bad in [2**53 + 1, 18446744073709551615]:
+        with pytest.raises(ValueError):
+            canonical(bad)
+
+
 def test_the_job_hash_matches_the_servers_for_the_example_jobs(server):
     agent = client(server, "dev-agent")
     root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "jobs")
