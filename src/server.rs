@@ -8,13 +8,13 @@ use crate::proto::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::v1::policy_service_server::PolicyServiceServer;
 use crate::service::grpc::Grpc;
 use crate::service::http::HttpOptions;
+use crate::service::limit::{Ceiling, InFlight, Limited, Overload};
 use crate::service::observe::{Door, Observe, Tracer, TracingOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 /// Server settings beyond the engine's.
 #[derive(Debug, Clone)]
@@ -140,17 +140,41 @@ pub async fn serve_all(
         }
         None => (None, None),
     };
+    // The listeners' bounds: connections per listener, requests in flight
+    // over both doors together.
+    let bounds = engine.resources();
+    let refused: Arc<dyn Fn(Overload) + Send + Sync> = {
+        let engine = engine.clone();
+        Arc::new(move |what: Overload| engine.count_overload(what.as_str()))
+    };
+    let connections = || {
+        Ceiling::new(
+            bounds.max_connections_per_listener,
+            Overload::Connections,
+            refused.clone(),
+        )
+    };
+    let in_flight = InFlight(Ceiling::new(
+        bounds.max_requests_in_flight,
+        Overload::Requests,
+        refused.clone(),
+    ));
     let http_task = http.map(|(l, o)| {
-        let app = crate::service::http::app(engine.clone(), o).layer(Observe::new(
-            Door::Http,
-            engine.clone(),
-            tracer.clone(),
-        ));
+        let app = crate::service::http::app(engine.clone(), o)
+            .layer(in_flight.clone())
+            .layer(Observe::new(Door::Http, engine.clone(), tracer.clone()));
         let stop = stopped(down_rx.clone());
         match &options.tls {
-            None => tokio::spawn(crate::service::http::serve(l, app, stop)),
+            None => tokio::spawn(crate::service::http::serve(
+                Limited {
+                    listener: l,
+                    ceiling: connections(),
+                },
+                app,
+                stop,
+            )),
             Some(tls) => tokio::spawn(crate::service::http::serve_tls(
-                tls.accept(l, crate::tls::Door::Http),
+                tls.accept(l, crate::tls::Door::Http, connections()),
                 app,
                 stop,
             )),
@@ -218,6 +242,7 @@ pub async fn serve_all(
     let max = options.max_message_bytes;
     let router = Server::builder()
         .layer(Observe::new(Door::Grpc, engine.clone(), tracer))
+        .layer(in_flight)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -249,11 +274,13 @@ pub async fn serve_all(
     };
     let result = match &options.tls {
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = crate::service::limit::incoming(listener, connections());
             router.serve_with_incoming_shutdown(incoming, stop).await
         }
         Some(tls) => {
-            let incoming = tls.accept(listener, crate::tls::Door::Grpc).into_stream();
+            let incoming = tls
+                .accept(listener, crate::tls::Door::Grpc, connections())
+                .into_stream();
             router.serve_with_incoming_shutdown(incoming, stop).await
         }
     };

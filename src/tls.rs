@@ -295,7 +295,13 @@ impl Tls {
     /// Accepts TCP connections on `listener` and completes their handshakes
     /// concurrently (a slow client holds up nobody); established
     /// connections come out of the returned channel.
-    pub fn accept(self: &Arc<Self>, listener: TcpListener, door: Door) -> TlsIncoming {
+    /// Connections past `ceiling` are closed before their handshake.
+    pub fn accept(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        door: Door,
+        ceiling: crate::service::limit::Ceiling,
+    ) -> TlsIncoming {
         let local = listener.local_addr().ok();
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
@@ -312,6 +318,9 @@ impl Tls {
                 if tx.is_closed() {
                     break;
                 }
+                let Some(place) = crate::service::limit::place_for(&ceiling) else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let config = match door {
                     Door::Grpc => me.grpc.load_full(),
@@ -349,6 +358,7 @@ impl Tls {
                     let conn = TlsConn {
                         inner: Box::new(stream),
                         peer: Peer { remote, cert },
+                        _place: place,
                     };
                     let _ = tx.send(conn).await;
                 });
@@ -362,6 +372,9 @@ impl Tls {
 pub struct TlsConn {
     inner: Box<tokio_rustls::server::TlsStream<TcpStream>>,
     peer: Peer,
+    /// Its place under the listener's connection limit, given back when
+    /// it closes.
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl AsyncRead for TlsConn {

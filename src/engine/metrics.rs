@@ -69,6 +69,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
     replica: String,
 }
@@ -98,6 +103,7 @@ pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     outbox_pending: Family<ChannelLabels, Gauge>,
     trace_spans: Family<ResultLabels, Counter>,
+    overload: Family<WhatLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -133,6 +139,7 @@ impl Metrics {
             deliveries: Family::default(),
             outbox_pending: Family::default(),
             trace_spans: Family::default(),
+            overload: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -197,6 +204,11 @@ impl Metrics {
             "pending_jobs",
             "Jobs waiting for approval, by tenant and by a role that can fill an open slot",
             m.pending.clone(),
+        );
+        r.register(
+            "overload_refusals",
+            "Connections closed and requests refused because the server was at its limit (resources.max_connections_per_listener, resources.max_requests_in_flight), by what",
+            m.overload.clone(),
         );
         r.register(
             "trace_spans",
@@ -347,6 +359,16 @@ pub(super) fn log_request(
 }
 
 impl Engine {
+    /// Counts one connection closed or request refused at a limit.
+    pub fn count_overload(&self, what: &str) {
+        self.metrics
+            .overload
+            .get_or_create(&WhatLabels {
+                what: what.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts trace spans exported (`exported`) or lost (`dropped`).
     pub(crate) fn count_spans(&self, result: &str, n: u64) {
         self.metrics

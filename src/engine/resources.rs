@@ -25,6 +25,13 @@ pub struct Resources {
     /// The longest one database read or write may take before the caller
     /// is answered UNAVAILABLE (see [`crate::store::StoreOptions`]).
     pub database_timeout_ms: u64,
+    /// Open connections each listener (gRPC, HTTP) keeps; one more is
+    /// closed at once. 0: no limit.
+    pub max_connections_per_listener: usize,
+    /// Requests being answered at once, both doors together; one more is
+    /// refused with RESOURCE_EXHAUSTED. Health and metrics are exempt.
+    /// 0: no limit.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for Resources {
@@ -34,6 +41,8 @@ impl Default for Resources {
             requests_per_second_per_identity: 0.0,
             request_burst_per_identity: 0,
             database_timeout_ms: 10_000,
+            max_connections_per_listener: 1_000,
+            max_requests_in_flight: 4_096,
         }
     }
 }
@@ -155,6 +164,11 @@ impl Engine {
             engine: self.clone(),
             who: who.name.clone(),
         })
+    }
+
+    /// The resource bounds this engine was started with.
+    pub fn resources(&self) -> Resources {
+        self.options.resources
     }
 
     /// Watch streams open now, per identity.

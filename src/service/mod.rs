@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod limit;
 pub mod observe;
 pub mod status;

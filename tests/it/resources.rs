@@ -139,3 +139,186 @@ async fn the_request_rate_is_bounded_per_identity_on_both_doors() {
     }
     assert!(get(&mut agent).await.is_err());
 }
+
+/// A connection past a listener's limit is accepted and closed at once;
+/// the place comes back when a connection closes. Both listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_bounded_per_listener() {
+    let app = app_with(Resources {
+        max_connections_per_listener: 2,
+        ..Resources::default()
+    })
+    .await;
+    let get_job = |id: &'static str| pb::GetJobRequest { job_id: id.into() };
+    // Two connections, each used, so the server has accepted both.
+    let mut first = app.as_("agent-1").await;
+    let mut second = app.as_("agent-1").await;
+    for c in [&mut first, &mut second] {
+        let s = c.decision.get_job(get_job("none")).await.unwrap_err();
+        assert_eq!(reason(&s), "NOT_FOUND");
+    }
+    // The third is closed before it is served.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect_lazy();
+    let mut third = super::helpers::clients(channel, Some(super::helpers::token("agent-1")));
+    let refused = third.decision.get_job(get_job("none")).await.unwrap_err();
+    // The transport's error (refused, or reset mid-call), not gavel's.
+    assert!(
+        gavel::service::convert::error_detail(&refused).is_none()
+            && matches!(
+                refused.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+        "{refused:?}"
+    );
+    // One closes: a new connection is served again.
+    drop(first);
+    eventually("a place comes back", Duration::from_secs(30), async || {
+        let mut c = app.as_("agent-1").await;
+        c.decision
+            .get_job(get_job("none"))
+            .await
+            .err()
+            .filter(|s| reason(s) == "NOT_FOUND")
+    })
+    .await;
+
+    // HTTP: two clients each keep one connection open; a third is closed.
+    let url = format!("http://{}/api/v1/jobs/none", app.http_addr);
+    let client = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap()
+    };
+    let (a, b, c) = (client(), client(), client());
+    for x in [&a, &b] {
+        let r = x
+            .get(&url)
+            .bearer_auth("test-token-agent-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let closed = c.get(&url).bearer_auth("test-token-agent-1").send().await;
+    assert!(
+        closed.is_err(),
+        "the third connection is closed: {closed:?}"
+    );
+    let scrape = || async {
+        client()
+            .get(format!("http://{}/metrics", app.http_addr))
+            .bearer_auth("test-token-operator")
+            .send()
+            .await
+    };
+    // A scrape needs a connection too: two are still held.
+    assert!(scrape().await.is_err());
+    drop((a, b));
+    let metrics = eventually(
+        "an HTTP place comes back",
+        Duration::from_secs(30),
+        async || scrape().await.ok()?.text().await.ok(),
+    )
+    .await;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gavel_overload_refusals_total{what=\"connections\"} "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 3.0, "{metrics}");
+}
+
+/// One request past `max_requests_in_flight`, over both doors together,
+/// is refused with RESOURCE_EXHAUSTED (HTTP 429 with Retry-After) before
+/// any work; health and metrics are still answered. A decision waiting
+/// for the database (a test transaction holds SQLite's write lock) keeps
+/// the one place taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_bounded_over_both_doors() {
+    use sqlx::Connection;
+    let app = app_with(Resources {
+        max_requests_in_flight: 1,
+        ..Resources::default()
+    })
+    .await;
+    let mut lock = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut agent = app.as_("agent-1").await;
+    // The decision retries while a probe below holds the one place.
+    let waiting = tokio::spawn(async move {
+        loop {
+            match decide(&mut agent, job("held", "read", &[])).await {
+                Err(s) if reason(&s) == "RESOURCE_EXHAUSTED" => continue,
+                answer => return answer,
+            }
+        }
+    });
+
+    // Probe until the held decision has the place: then every other
+    // request is refused at once, on both doors.
+    let mut probe = app.as_("auditor").await;
+    let refused = eventually(
+        "the place to be taken",
+        Duration::from_secs(30),
+        async || {
+            probe
+                .decision
+                .get_job(pb::GetJobRequest {
+                    job_id: "none".into(),
+                })
+                .await
+                .err()
+                .filter(|s| reason(s) == "RESOURCE_EXHAUSTED")
+        },
+    )
+    .await;
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    let http = crate::http_client();
+    let r = http
+        .get(format!("http://{}/api/v1/jobs/none", app.http_addr))
+        .bearer_auth("test-token-auditor")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["reason"], "RESOURCE_EXHAUSTED", "{body}");
+    let health = http
+        .get(format!("http://{}/healthz", app.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = http
+        .get(format!("http://{}/metrics", app.http_addr))
+        .bearer_auth("test-token-operator")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gavel_overload_refusals_total{what=\"requests\"}"),
+        "{metrics}"
+    );
+
+    // The lock goes: the held decision is answered, the place is free.
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let s = probe
+        .decision
+        .get_job(pb::GetJobRequest {
+            job_id: "none".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "NOT_FOUND");
+}

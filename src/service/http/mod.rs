@@ -25,7 +25,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use utoipa::ToSchema;
 
 pub use api::openapi;
@@ -197,7 +196,7 @@ impl http_body::Body for Watched {
 /// Serves `app` on `listener` until `shutdown` completes, then lets
 /// requests in flight finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: super::limit::Limited,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
