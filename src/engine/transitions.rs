@@ -13,7 +13,7 @@ use crate::identity::{AGENT, BREAKGLASS, EXECUTOR, Identity};
 use crate::job::{Job, JobHash, JobInput};
 use crate::policy::{Channel, Scope, SnapshotId};
 use crate::refusal::{Reason, Refusal};
-use crate::store::{JobFilter, TransitionError};
+use crate::store::{AuditPosition, JobFilter, TransitionError};
 use crate::tenant::Tenants;
 
 /// What an executor presents to Bind: the job (preferred) or its hash.
@@ -122,27 +122,40 @@ fn parse_queue_token(t: &str) -> Result<Option<(i64, String)>, Refusal> {
 impl Engine {
     /// Runs a command on a job through the store and tells watchers.
     async fn run(&self, job_id: &str, command: Command) -> Result<JobView, Refusal> {
+        self.run_logged(job_id, command).await.map(|(view, _)| view)
+    }
+
+    /// [`Engine::run`], with where the transition's last audit entry stands.
+    async fn run_logged(
+        &self,
+        job_id: &str,
+        command: Command,
+    ) -> Result<(JobView, Option<AuditPosition>), Refusal> {
         let started = std::time::Instant::now();
         // Bind logs its own line, refusals before the transition included.
         let log = (command.kind() != EventKind::Bind)
             .then(|| (command.kind(), command.actor().map(|a| a.name.clone())));
         let out = self.transition(job_id, command).await;
         if let Some((kind, who)) = log {
-            let result = out.as_ref().map(|v| v.state.as_str());
+            let result = out.as_ref().map(|(v, _)| v.state.as_str());
             let who = who.as_deref().unwrap_or("sweeper");
             super::metrics::log_request(kind.as_str(), who, job_id, started, result);
         }
         out
     }
 
-    async fn transition(&self, job_id: &str, command: Command) -> Result<JobView, Refusal> {
+    async fn transition(
+        &self,
+        job_id: &str,
+        command: Command,
+    ) -> Result<(JobView, Option<AuditPosition>), Refusal> {
         job_id_arg(job_id)?;
         let now = self.now();
         let kind = command.kind();
-        match self.store.transition(job_id, command, now).await {
-            Ok(record) => {
+        match self.store.transition_logged(job_id, command, now).await {
+            Ok((record, entry)) => {
                 self.changed_here(kind, &record);
-                Ok(JobView::new(record, now))
+                Ok((JobView::new(record, now), entry))
             }
             Err(TransitionError::NotFound) => Err(not_found(job_id)),
             Err(TransitionError::Refused(r)) => Err(r.refusal),
@@ -317,8 +330,8 @@ impl Engine {
             None
         };
         let bind_id = crate::clock::id_at(self.now());
-        let view = self
-            .run(
+        let (view, entry) = self
+            .run_logged(
                 job_id,
                 Command::Bind(BindInput {
                     by: who.clone(),
@@ -331,19 +344,9 @@ impl Engine {
             )
             .await?;
         let r = &view.record;
-        // Where the bind's entry stands in the log, so the receipt also
-        // proves the entry (a checkpoint at or after it covers it). The
-        // bind has committed: a failed read costs the receipt its position,
-        // not the executor its bind.
-        let entry = match self.store.audit_for_job(job_id).await {
-            Ok(entries) => entries
-                .into_iter()
-                .find(|e| e.kind == EventKind::Bind.as_str() && e.body["bind_id"] == bind_id),
-            Err(e) => {
-                tracing::warn!(job_id, error = %e, "the bind's audit entry could not be read for its receipt");
-                None
-            }
-        };
+        // Where the bind's entry stands in the log (the store appended it
+        // in the bind's own transaction), so the receipt also proves the
+        // entry: a checkpoint at or after it covers it.
         let receipt = self
             .signer
             .sign(&crate::receipt::payload(&crate::receipt::Claims {

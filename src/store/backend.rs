@@ -7,7 +7,7 @@ use super::effects::Dialect;
 use super::reads;
 use super::writes::{DecisionReplies, SessionOp, Write};
 use super::{
-    Activated, JobFilter, OutboxRow, Recorded, SessionRow, SnapshotRow, Store, StoreError,
+    Activated, AuditPosition, JobFilter, OutboxRow, Recorded, SessionRow, SnapshotRow, Store, StoreError,
     StoreEvent, TransitionError,
 };
 use crate::approval::{Command, JobRecord, Transition};
@@ -174,12 +174,12 @@ impl<B: Backend> Store for Stored<B> {
         .await
     }
 
-    async fn transition(
+    async fn transition_logged(
         &self,
         job_id: &str,
         command: Command,
         now: i64,
-    ) -> Result<JobRecord, TransitionError> {
+    ) -> Result<(JobRecord, Option<AuditPosition>), TransitionError> {
         let (reply, rx) = oneshot::channel();
         self.run(
             Write::Transition {

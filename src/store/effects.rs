@@ -119,6 +119,21 @@ impl Effects {
         Ok(())
     }
 
+    /// How many audit entries were appended so far.
+    pub(crate) fn appended(&self) -> usize {
+        self.audit.len()
+    }
+
+    /// Where the entry appended last stands (the entries are written at
+    /// the flush, in the same transaction).
+    pub(crate) fn last_entry(&self) -> Option<super::AuditPosition> {
+        self.audit.last().map(|(e, _)| super::AuditPosition {
+            chain: e.chain.clone(),
+            seq: e.seq,
+            entry_hash: e.entry_hash.clone(),
+        })
+    }
+
     /// Announces a change at commit, where anyone listens.
     pub(crate) fn announce(&mut self, d: &Dialect, event: StoreEvent) {
         if d.notify.is_some() {

@@ -91,6 +91,14 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Where an audit entry stands: its chain, its seq and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPosition {
+    pub chain: String,
+    pub seq: i64,
+    pub entry_hash: String,
+}
+
 /// Why a transition did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
@@ -240,13 +248,25 @@ pub trait Store: Send + Sync + 'static {
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Applies `command` to the current record and stores the result,
     /// guarded by the version read, with its effects; a refusal's effects
-    /// (refused binds, also of unknown jobs) are stored too.
+    /// (refused binds, also of unknown jobs) are stored too. Answers the
+    /// new record and where the last audit entry it appended stands.
+    async fn transition_logged(
+        &self,
+        job_id: &str,
+        command: Command,
+        now: i64,
+    ) -> Result<(JobRecord, Option<AuditPosition>), TransitionError>;
+    /// [`Store::transition_logged`], the record only.
     async fn transition(
         &self,
         job_id: &str,
         command: Command,
         now: i64,
-    ) -> Result<JobRecord, TransitionError>;
+    ) -> Result<JobRecord, TransitionError> {
+        self.transition_logged(job_id, command, now)
+            .await
+            .map(|(record, _)| record)
+    }
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
     /// Ids of jobs whose deadline has been reached in a state that has one
     /// (pending, approved, allowed), or pending past their SLA and not yet

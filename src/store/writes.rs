@@ -8,7 +8,8 @@ use super::effects::{Dialect, Effects};
 use super::reads;
 use super::rows::{self, json_text};
 use super::{
-    Activated, Recorded, SessionRow, SnapshotRow, StoreError, StoreEvent, TransitionError,
+    Activated, AuditPosition, Recorded, SessionRow, SnapshotRow, StoreError, StoreEvent,
+    TransitionError,
 };
 use crate::approval::{self, Command, JobRecord, Transition};
 use crate::audit::AuditEvent;
@@ -56,7 +57,7 @@ pub(crate) enum Write {
         job_id: String,
         command: Box<Command>,
         now: i64,
-        reply: oneshot::Sender<Result<JobRecord, TransitionError>>,
+        reply: oneshot::Sender<Result<Logged, TransitionError>>,
     },
     Activate {
         scope: Scope,
@@ -99,8 +100,8 @@ pub(crate) enum SessionOp {
 pub(crate) enum Done {
     Decisions(DecisionReplies, Vec<Recorded>),
     Transition(
-        oneshot::Sender<Result<JobRecord, TransitionError>>,
-        Box<Result<JobRecord, TransitionError>>,
+        oneshot::Sender<Result<Logged, TransitionError>>,
+        Box<Result<Logged, TransitionError>>,
     ),
     Activate(
         oneshot::Sender<Result<Activated, StoreError>>,
@@ -280,6 +281,9 @@ async fn record_decisions<C: Conn>(
     Ok(out)
 }
 
+/// A transition's new record and its last audit entry's position.
+pub(crate) type Logged = (JobRecord, Option<AuditPosition>);
+
 /// One transition. Refusals are answers, not failures: only a database
 /// error fails (and so rolls back) the transaction.
 async fn transition<C: Conn>(
@@ -289,7 +293,7 @@ async fn transition<C: Conn>(
     job_id: &str,
     command: &Command,
     now: i64,
-) -> Result<Result<JobRecord, TransitionError>, StoreError> {
+) -> Result<Result<Logged, TransitionError>, StoreError> {
     let current = reads::load_job(c, d.job_for_update, job_id)
         .await?
         .filter(|r| command.sees_tenant(&r.tenant));
@@ -323,7 +327,9 @@ async fn transition<C: Conn>(
                     .collect();
                 c.insert_rows(rows::INSERT_APPROVALS, &values, "").await?;
             }
+            let appended = fx.appended();
             fx.apply(c, d, t.effects, now).await?;
+            let last = (fx.appended() > appended).then(|| fx.last_entry()).flatten();
             fx.announce(
                 d,
                 StoreEvent::Job {
@@ -332,7 +338,7 @@ async fn transition<C: Conn>(
                     version: t.record.version,
                 },
             );
-            Ok(Ok(t.record))
+            Ok(Ok((t.record, last)))
         }
         Err(mut refused) => {
             fx.apply(c, d, std::mem::take(&mut refused.effects), now)
