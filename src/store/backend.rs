@@ -7,8 +7,8 @@ use super::effects::Dialect;
 use super::reads;
 use super::writes::{DecisionReplies, SessionOp, Write};
 use super::{
-    Activated, AuditPosition, JobFilter, OutboxRow, Recorded, SessionRow, SnapshotRow, Store, StoreError,
-    StoreEvent, TransitionError,
+    Activated, AuditPosition, JobFilter, OutboxRow, Recorded, SessionRow, SnapshotRow, Store,
+    StoreError, StoreEvent, TransitionError,
 };
 use crate::approval::{Command, JobRecord, Transition};
 use crate::audit::AuditEntry;

@@ -329,7 +329,9 @@ async fn transition<C: Conn>(
             }
             let appended = fx.appended();
             fx.apply(c, d, t.effects, now).await?;
-            let last = (fx.appended() > appended).then(|| fx.last_entry()).flatten();
+            let last = (fx.appended() > appended)
+                .then(|| fx.last_entry())
+                .flatten();
             fx.announce(
                 d,
                 StoreEvent::Job {

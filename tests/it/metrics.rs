@@ -25,7 +25,7 @@ pub async fn read(app: &TestApp) -> BTreeMap<String, f64> {
     parse(&app.engine.metrics_text(&who).await.unwrap())
 }
 
-async fn scrape(app: &TestApp, who: Option<&str>) -> (u16, String) {
+pub(super) async fn scrape(app: &TestApp, who: Option<&str>) -> (u16, String) {
     let mut req = crate::http_client().get(format!("http://{}/metrics", app.http_addr));
     if let Some(w) = who {
         req = req.bearer_auth(token(w));

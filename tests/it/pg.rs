@@ -224,29 +224,26 @@ impl PgCluster {
 /// A cluster of the test's own, which it may stop and start; `None` as
 /// for [`cluster`].
 pub fn dedicated(test: &str) -> Option<PgCluster> {
-    match start_cluster(true) {
-        Ok(c) => Some(c),
-        Err(why) => {
-            if std::env::var("GAVEL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("GAVEL_REQUIRE_POSTGRES=1 but PostgreSQL could not be started: {why}");
-            }
-            eprintln!("\n*** SKIPPED `{test}`: PostgreSQL could not be started ({why}) ***\n");
-            None
-        }
+    start_cluster(true)
+        .map_err(|why| unavailable(test, &why))
+        .ok()
+}
+
+/// Says loudly that `test` is skipped, or fails it when
+/// `GAVEL_REQUIRE_POSTGRES=1`.
+fn unavailable(test: &str, why: &str) {
+    if std::env::var("GAVEL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("GAVEL_REQUIRE_POSTGRES=1 but PostgreSQL could not be started: {why}");
     }
+    eprintln!("\n*** SKIPPED `{test}`: PostgreSQL could not be started ({why}) ***\n");
 }
 
 /// The shared cluster, or `None` (after saying so loudly) when PostgreSQL
 /// cannot be started. With `GAVEL_REQUIRE_POSTGRES=1` that is a failure.
 pub fn cluster(test: &str) -> Option<&'static PgCluster> {
-    match CLUSTER.get_or_init(|| start_cluster(false)) {
-        Ok(c) => Some(c),
-        Err(why) => {
-            if std::env::var("GAVEL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("GAVEL_REQUIRE_POSTGRES=1 but PostgreSQL could not be started: {why}");
-            }
-            eprintln!("\n*** SKIPPED `{test}`: PostgreSQL could not be started ({why}) ***\n");
-            None
-        }
-    }
+    CLUSTER
+        .get_or_init(|| start_cluster(false))
+        .as_ref()
+        .map_err(|why| unavailable(test, why))
+        .ok()
 }

@@ -296,15 +296,7 @@ async fn requests_in_flight_are_bounded_over_both_doors() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = http
-        .get(format!("http://{}/metrics", app.http_addr))
-        .bearer_auth("test-token-operator")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = super::metrics::scrape(&app, Some("operator")).await;
     assert!(
         metrics.contains("gavel_overload_refusals_total{what=\"requests\"}"),
         "{metrics}"
