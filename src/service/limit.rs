@@ -59,11 +59,14 @@ impl Ceiling {
             None => Ok(None),
             Some(p) => p.clone().try_acquire_owned().map(Some).map_err(|_| {
                 (self.refused)(self.what);
-                tracing::warn!(
-                    limit = self.max,
-                    what = self.what.as_str(),
-                    "at the limit; refused"
-                );
+                // A refused request has its own log line (the request
+                // layer's, with its reason); a closed connection has none.
+                if self.what == Overload::Connections {
+                    tracing::warn!(
+                        limit = self.max,
+                        "at the connection limit; a connection was closed"
+                    );
+                }
             }),
         }
     }
