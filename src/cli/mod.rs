@@ -26,6 +26,7 @@ mod client;
 mod gate;
 mod hook;
 mod job;
+mod logsink;
 mod mcp_proxy;
 mod policy;
 mod serve;

@@ -81,16 +81,35 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs to stderr through a batching writer thread (`logsink`), colour
+/// only on a terminal. The returned flusher writes what is left when the
+/// server ends; without a thread, lines go straight to stderr.
+fn init_logs(format: LogFormat) -> Option<super::logsink::Flusher> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+        .with_ansi(ansi);
+    match super::logsink::start(Box::new(std::io::stderr())) {
+        Ok((sink, flusher)) => {
+            let builder = builder.with_writer(sink);
+            let _ = match format {
+                LogFormat::Json => builder.json().try_init(),
+                LogFormat::Text => builder.try_init(),
+            };
+            Some(flusher)
+        }
+        Err(_) => {
+            let builder = builder.with_writer(std::io::stderr);
+            let _ = match format {
+                LogFormat::Json => builder.json().try_init(),
+                LogFormat::Text => builder.try_init(),
+            };
+            None
+        }
+    }
 }
 
 /// Approver roles a policy's gates use.
@@ -179,7 +198,7 @@ fn sqlite_parent(url: &str) -> Option<PathBuf> {
 }
 
 pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
-    init_logs(a.log_format);
+    let _logs = init_logs(a.log_format);
     let mut config = match &a.config {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
