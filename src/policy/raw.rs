@@ -20,7 +20,7 @@ pub struct RawPolicy {
     #[serde(default)]
     pub defaults: Option<S<RawDefaults>>,
     #[serde(default)]
-    pub rules: Option<S<Vec<S<RawRule>>>>,
+    pub rules: Option<S<Vec<S<Box<RawRule>>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,16 +63,16 @@ pub struct RawStep {
 pub struct RawRule {
     pub id: Option<S<String>>,
     #[serde(rename = "match")]
-    pub matcher: Option<S<RawMatch>>,
+    pub matcher: Option<S<Box<RawMatch>>>,
     pub decision: Option<S<String>>,
     #[serde(default)]
     pub reason: Option<S<String>>,
     #[serde(default)]
-    pub approval: Option<S<RawApproval>>,
+    pub approval: Option<S<Box<RawApproval>>>,
     #[serde(default)]
     pub constraints: Option<S<BTreeMap<String, S<Value>>>>,
     #[serde(default)]
-    pub summary: Option<S<RawSummary>>,
+    pub summary: Option<S<Box<RawSummary>>>,
     #[serde(default)]
     pub overridable: Option<S<bool>>,
 }
@@ -117,7 +117,7 @@ pub struct RawMatch {
 pub enum RawAttrTest {
     Glob(String),
     Equals(Value),
-    Ops(RawAttrOps),
+    Ops(Box<RawAttrOps>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,7 +173,7 @@ impl<'de> Deserialize<'de> for RawAttrTest {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAttrTest, A::Error> {
                 RawAttrOps::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawAttrTest::Ops)
+                    .map(|ops| RawAttrTest::Ops(Box::new(ops)))
             }
         }
         d.deserialize_any(V)

@@ -198,12 +198,13 @@ impl Validator<'_> {
             }
         }
 
-        let mut rules = Vec::new();
+        let mut rules = Vec::with_capacity(raw.rules.as_ref().map_or(0, |r| r.value.len()));
         let mut seen: HashMap<String, Pos> = HashMap::new();
         if let Some(raw_rules) = raw.rules {
+            // Each raw rule is boxed and freed as soon as it is validated.
             for r in raw_rules.value {
                 let pos = Pos::of(&r);
-                if let Some(rule) = self.rule(r.value, pos, &default_gate, &mut seen) {
+                if let Some(rule) = self.rule(*r.value, pos, &default_gate, &mut seen) {
                     rules.push(rule);
                 }
             }
@@ -296,7 +297,7 @@ impl Validator<'_> {
                 );
                 MatchSpec::default()
             }
-            Some(m) => self.match_spec(m.value, rid),
+            Some(m) => self.match_spec(*m.value, rid),
         };
 
         let gate = match (&r.approval, decision) {
