@@ -33,9 +33,14 @@ pub struct SnapshotView {
     pub active: bool,
 }
 
-/// Compiled snapshots kept besides the active ones (a 10,000-rule
-/// snapshot is tens of megabytes).
+/// Compiled snapshots kept besides the active ones, for a quick rollback
+/// or a replica following a reload back.
 const KEEP_INACTIVE: usize = 2;
+/// At most this many rules among them: a compiled 10,000-rule snapshot
+/// holds tens of megabytes, and keeping the last two of those tripled the
+/// memory of a server reloading a large policy (BENCHMARKS.md, issue 16).
+/// A snapshot not kept is compiled again when it is needed again.
+const KEEP_INACTIVE_RULES: usize = 2_000;
 
 /// Each scope's active snapshot, and recently compiled others.
 #[derive(Default)]
@@ -84,7 +89,12 @@ impl Registry {
         compiled.push_back(snap.clone());
         let active = self.active.load();
         let inactive = |s: &Arc<Snapshot>| !active.values().any(|a| a.id == s.id);
-        while compiled.iter().filter(|s| inactive(s)).count() > KEEP_INACTIVE {
+        let over = |compiled: &VecDeque<Arc<Snapshot>>| {
+            let kept = compiled.iter().filter(|s| inactive(s));
+            let rules: usize = kept.clone().map(|s| s.policy.doc.rules.len()).sum();
+            kept.count() > KEEP_INACTIVE || rules > KEEP_INACTIVE_RULES
+        };
+        while over(&compiled) {
             match compiled.iter().position(inactive) {
                 Some(oldest) => compiled.remove(oldest),
                 None => break,
@@ -105,14 +115,18 @@ async fn load_off_thread(
         .map_err(|_| Refusal::new(Reason::Internal, "policy validation was interrupted"))
 }
 
-fn snapshot_row(s: &Snapshot, now: i64) -> SnapshotRow {
+/// The row to store for a freshly loaded snapshot. Its source and
+/// canonical JSON move into the row: the compiled snapshots the engine
+/// keeps never carry them (megabytes for a large policy), and whoever
+/// wants them reads the stored row.
+fn snapshot_row(s: &mut Snapshot, now: i64) -> SnapshotRow {
     SnapshotRow {
         id: s.id.clone(),
         name: s.name().to_owned(),
         sha256: s.id.sha256().to_owned(),
         version: None,
-        source: s.source.clone(),
-        canonical_json: s.canonical_json.clone(),
+        source: std::mem::take(&mut s.source),
+        canonical_json: std::mem::take(&mut s.canonical_json),
         rule_count: s.policy.rules().len() as i64,
         created_at: now,
         activated_at: None,
@@ -221,7 +235,11 @@ impl Engine {
                 ),
             ));
         }
-        let snap = Arc::new(loaded.snapshot);
+        let mut snap = loaded.snapshot;
+        // Kept compiled without its texts; the stored row has them.
+        snap.source = String::new();
+        snap.canonical_json = String::new();
+        let snap = Arc::new(snap);
         self.snapshots.remember(&snap);
         Ok(snap)
     }
@@ -267,12 +285,13 @@ impl Engine {
         file: &str,
         actor: &str,
     ) -> Result<Reloaded, Refusal> {
-        let (snap, warnings) = self.validate_policy(scope, source, file).await?;
+        let (mut snap, warnings) = self.validate_policy(scope, source, file).await?;
         self.check_named_for(scope, &snap, file)?;
         let now = self.now();
+        let row = snapshot_row(&mut snap, now);
         let stored = self
             .store
-            .activate_snapshot(scope, snapshot_row(&snap, now), actor, now)
+            .activate_snapshot(scope, row, actor, now)
             .await
             .map_err(store_refusal)?;
         self.snapshots.set_active(scope, Arc::new(snap));
@@ -355,7 +374,7 @@ impl Engine {
         require(who, OPERATOR, "ReloadPolicy")?;
         let scope = self.scope_for_operator(who, tenant)?;
         if dry_run {
-            let (snap, warnings) = self.validate_policy(&scope, source, file).await?;
+            let (mut snap, warnings) = self.validate_policy(&scope, source, file).await?;
             self.check_named_for(&scope, &snap, file)?;
             let existing = self
                 .store
@@ -364,7 +383,7 @@ impl Engine {
                 .map_err(store_refusal)?;
             let unchanged = self.active_in(&scope).is_some_and(|a| a.id == snap.id);
             return Ok(Reloaded {
-                snapshot: existing.unwrap_or_else(|| snapshot_row(&snap, self.now())),
+                snapshot: existing.unwrap_or_else(|| snapshot_row(&mut snap, self.now())),
                 active: unchanged,
                 activated: false,
                 unchanged,
@@ -525,5 +544,50 @@ impl Engine {
             job.hash(),
             snap.id.clone(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::generate::policy_yaml;
+
+    fn compiled(rules: usize, seed: u64) -> Arc<Snapshot> {
+        Arc::new(
+            policy::load(&policy_yaml(rules, seed), "p.yaml")
+                .unwrap()
+                .snapshot,
+        )
+    }
+
+    #[test]
+    fn inactive_snapshots_are_kept_within_a_count_and_a_rule_budget() {
+        let registry = Registry::default();
+        let system = Scope::system();
+        let cached = |s: &Arc<Snapshot>| registry.cached(&s.id).is_some();
+
+        // Small ones: the active one and the two most recent others.
+        let small: Vec<_> = [1, 3, 5, 7].map(|seed| compiled(3, seed)).to_vec();
+        for s in &small {
+            registry.set_active(&system, s.clone());
+        }
+        assert!(!cached(&small[0]));
+        assert!(small[1..].iter().all(cached));
+
+        // Large ones: fewer, so that their rules stay within the budget.
+        let large: Vec<_> = [11, 13, 15].map(|seed| compiled(1_200, seed)).to_vec();
+        for s in &large {
+            registry.set_active(&system, s.clone());
+        }
+        let rules = |s: &Arc<Snapshot>| s.policy.doc.rules.len();
+        assert!(rules(&large[0]) + rules(&large[1]) > KEEP_INACTIVE_RULES);
+        assert!(cached(&large[2]), "the active one is always kept");
+        assert!(cached(&large[1]), "the last one fits the budget alone");
+        assert!(!cached(&large[0]), "two would not");
+        assert!(
+            small.iter().all(|s| !cached(s)),
+            "older than the large ones"
+        );
+        assert_eq!(registry.active(&system).unwrap().id, large[2].id);
     }
 }
