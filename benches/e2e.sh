@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 SECS=${1:-10}
 WARM=2
-G=$PWD/target/release/gavel
+G=${GAVEL:-$PWD/target/release/gavel}   # GAVEL=/path/to/gavel: another build
 OUT=$PWD/target/bench-e2e
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
