@@ -2,7 +2,8 @@
 # exit, and `start_dev_server PREFIX...`, which starts `gavel serve --dev`
 # ($G, the shipped policy, free loopback ports) under a command prefix
 # (`taskset -c 0`, valgrind, or nothing), waits until it listens and sets
-# PID, GRPC and HTTP. The server is stopped by pid on exit.
+# PID, GRPC and HTTP. Set the array SERVE_ARGS for more `serve` arguments
+# (`--policy FILE`). The server is stopped by pid on exit.
 WORK=$(mktemp -d)
 PID=
 cleanup() {
@@ -15,7 +16,7 @@ ln -sfn "$PWD/policies" "$WORK/policies"
 
 start_dev_server() {
   env -C "$WORK" "$@" "$G" serve --dev --data-dir data --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-    > "$WORK/out.txt" 2> "$WORK/err.txt" &
+    ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} > "$WORK/out.txt" 2> "$WORK/err.txt" &
   PID=$!
   for _ in $(seq 1 600); do grep -q "gavel listening on" "$WORK/out.txt" 2>/dev/null && break; sleep 0.2; done
   GRPC=$(sed -n 's/^gavel listening on \([^ ]*\) (gRPC) and \([^ ]*\) (HTTP).*/\1/p' "$WORK/out.txt")
