@@ -13,6 +13,7 @@
 mod backend;
 mod conn;
 mod deliveries;
+mod direct;
 mod effects;
 mod postgres;
 mod reads;

@@ -2,20 +2,26 @@
 //! on disk before its response is sent), migrations from
 //! `migrations/sqlite`.
 //!
-//! SQLite has one writer, so every write goes through one writer task. It
-//! takes all the writes waiting and runs them in one `BEGIN IMMEDIATE`
-//! transaction: concurrent requests share one commit and one fsync (group
-//! commit; this is the only batching of decisions on SQLite), each still
-//! sees the effects of the ones before it, and a failure rolls the whole
-//! batch back and fails every write in it.
+//! SQLite has one writer, so every write goes through one writer thread,
+//! which owns a connection of its own (`direct.rs`: rusqlite, prepared
+//! statements, no hand-off per statement). It takes all the writes waiting
+//! and runs them in one `BEGIN IMMEDIATE` transaction: concurrent requests
+//! share one commit and one fsync (group commit; this is the only batching
+//! of decisions on SQLite), each still sees the effects of the ones before
+//! it, and a failure rolls the whole batch back and fails every write in
+//! it. Reads, and the migrations, go through a pool of sqlx connections.
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
+use super::conn::Conn;
+use super::direct::{self, Direct};
 use super::effects::{Dialect, Effects};
 use super::rows::job_columns;
 use super::writes::{DecisionReplies, Write};
 use super::{StoreError, StoreEvent, StoreOptions};
+use rusqlite::Connection;
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -62,10 +68,13 @@ static DIALECT: Dialect = Dialect {
 /// The most writes committed together.
 const MAX_BATCH: usize = 512;
 
-/// Writes go to the writer task.
+/// Writes go to the writer thread.
 pub(crate) struct SqliteWriter {
     writes: mpsc::Sender<Write>,
 }
+
+/// How long a statement waits for a lock another connection holds.
+const BUSY: Duration = Duration::from_secs(10);
 
 /// Opens (creating if needed) the database at `url` (`sqlite://path`),
 /// applies migrations, and appends audit entries to `chain`.
@@ -79,16 +88,27 @@ pub(crate) async fn open(
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY)
         .foreign_keys(true);
+    let path = options.get_filename().to_owned();
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(store.timeout)
         .connect_with(options)
         .await?;
     migrate(&pool, sqlx::migrate!("migrations/sqlite")).await?;
+    let conn = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || direct::open(&path, BUSY)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("opening the SQLite writer: {e}")))??;
     let (writes, rx) = mpsc::channel(4096);
-    tokio::spawn(writer(pool.clone(), chain.to_owned(), rx));
+    let chain = chain.to_owned();
+    std::thread::Builder::new()
+        .name("gavel-sqlite-writer".into())
+        .spawn(move || writer(path, conn, chain, rx))
+        .map_err(|e| StoreError::Unavailable(format!("starting the SQLite writer: {e}")))?;
     Ok(Stored {
         timeout: store.timeout,
         reads: pool,
@@ -117,54 +137,62 @@ impl Backend for SqliteWriter {
     }
 }
 
-/// The writer task: commits whatever writes are waiting, together.
-async fn writer(pool: SqlitePool, chain: String, mut rx: mpsc::Receiver<Write>) {
+/// The writer thread: commits whatever writes are waiting, together, on
+/// its own connection; it ends when the store is dropped.
+fn writer(path: PathBuf, conn: Connection, chain: String, mut rx: mpsc::Receiver<Write>) {
+    let mut conn = Some(conn);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&pool, &chain, std::mem::take(&mut batch)).await;
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let writes = merge_decisions(std::mem::take(&mut batch));
+        let mut c = match conn.take() {
+            Some(c) => c,
+            // The last batch failed and its connection was closed.
+            None => match direct::open(&path, BUSY) {
+                Ok(c) => c,
+                Err(e) => {
+                    writes.into_iter().for_each(|w| w.fail(&e));
+                    continue;
+                }
+            },
+        };
+        match direct::finish(run_on(&mut Direct(&mut c), &chain, writes)) {
+            Some(true) => conn = Some(c),
+            // A failed COMMIT (SQLITE_FULL among others) can leave SQLite
+            // inside the transaction with the rollback refused too.
+            // Closing the connection rolls back whatever is left; the next
+            // batch opens a fresh one.
+            Some(false) => drop(c),
+            None => {
+                tracing::error!("a write batch waited on the SQLite writer thread; it was dropped");
+                drop(c)
+            }
+        }
     }
 }
 
-/// Runs a batch in one transaction. Decisions waiting are recorded
-/// together first (they are concurrent with everything else in the batch,
-/// none having been answered), with multi-row inserts; on a database error
-/// every write in the batch fails and nothing is kept.
-async fn run_batch(pool: &SqlitePool, chain: &str, writes: Vec<Write>) {
-    let writes = merge_decisions(writes);
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            let e = StoreError::from(e);
-            writes.into_iter().for_each(|w| w.fail(&e));
-            return;
-        }
-    };
-    if !run_on(&mut conn, chain, writes).await {
-        // A failed COMMIT (SQLITE_FULL among others) can leave SQLite
-        // inside the transaction with the driver unable to roll it back,
-        // and every later BEGIN on that connection refused. Closing it
-        // rolls back whatever is left; the next batch gets a fresh one.
-        conn.close_on_drop();
+/// Runs a batch in one `BEGIN IMMEDIATE` transaction. Decisions waiting
+/// are recorded together first (they are concurrent with everything else
+/// in the batch, none having been answered); on a database error every
+/// write in the batch fails and nothing is kept. False when the batch
+/// failed.
+async fn run_on<C: Conn>(c: &mut C, chain: &str, writes: Vec<Write>) -> bool {
+    if let Err(e) = c.execute("BEGIN IMMEDIATE", &[]).await {
+        writes.into_iter().for_each(|w| w.fail(&e));
+        return false;
     }
-}
-
-/// [`run_batch`] on one connection; false when the batch failed.
-async fn run_on(conn: &mut sqlx::SqliteConnection, chain: &str, writes: Vec<Write>) -> bool {
-    use sqlx::Connection;
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let e = StoreError::from(e);
-            writes.into_iter().for_each(|w| w.fail(&e));
-            return false;
-        }
-    };
     let mut fx = Effects::new(chain);
     let mut done = Vec::with_capacity(writes.len());
     let mut rest = writes.into_iter();
     let mut failure = None;
     for w in rest.by_ref() {
-        match w.run(&mut *tx, &DIALECT, &mut fx).await {
+        match w.run(c, &DIALECT, &mut fx).await {
             Ok(d) => done.push(d),
             Err(e) => {
                 failure = Some(e);
@@ -174,8 +202,8 @@ async fn run_on(conn: &mut sqlx::SqliteConnection, chain: &str, writes: Vec<Writ
     }
     let result = match failure {
         Some(e) => Err(e),
-        None => match fx.flush(&mut *tx, &DIALECT).await {
-            Ok(()) => tx.commit().await.map_err(StoreError::from),
+        None => match fx.flush(c, &DIALECT).await {
+            Ok(()) => c.execute("COMMIT", &[]).await.map(drop),
             Err(e) => Err(e),
         },
     };
@@ -186,6 +214,8 @@ async fn run_on(conn: &mut sqlx::SqliteConnection, chain: &str, writes: Vec<Writ
         }
         Err(e) => {
             tracing::error!(error = %e, "a write batch failed and was rolled back");
+            // Whatever the rollback says, the caller closes the connection.
+            let _ = c.execute("ROLLBACK", &[]).await;
             done.into_iter().for_each(|d| d.fail(&e));
             rest.for_each(|w| w.fail(&e));
             false
