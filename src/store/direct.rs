@@ -17,6 +17,7 @@ use super::StoreError;
 use super::conn::{Arg, Columns, Conn};
 use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -75,8 +76,12 @@ pub(crate) fn open(path: &Path, busy: Duration) -> Result<Connection, StoreError
     Ok(conn)
 }
 
-/// The writer thread's connection, as the store core sees it.
-pub(crate) struct Direct<'c>(pub(crate) &'c mut Connection);
+/// The writer thread's connection, as the store core sees it, with the
+/// multi-row insert statements it has written.
+pub(crate) struct Direct<'c> {
+    pub(crate) conn: &'c mut Connection,
+    pub(crate) shapes: &'c mut Shapes,
+}
 
 /// A row read through [`Direct`]: its values, owned, and the statement's
 /// column names, shared by every row of one result.
@@ -168,7 +173,7 @@ fn bind(st: &mut CachedStatement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError
 
 impl Direct<'_> {
     fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
-        let mut st = self.0.prepare_cached(sql)?;
+        let mut st = self.conn.prepare_cached(sql)?;
         bind(&mut st, args)?;
         Ok(st.raw_execute()? as u64)
     }
@@ -176,7 +181,7 @@ impl Direct<'_> {
     /// Every row `sql` returns (all are stepped through, so a statement
     /// with `RETURNING` has done all its work when this returns).
     fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<DirectRow>, StoreError> {
-        let mut st = self.0.prepare_cached(sql)?;
+        let mut st = self.conn.prepare_cached(sql)?;
         bind(&mut st, args)?;
         let names: Arc<[String]> = st.column_names().into_iter().map(str::to_owned).collect();
         let mut rows = st.raw_query();
@@ -193,37 +198,70 @@ impl Direct<'_> {
         Ok(out)
     }
 
-    /// `head VALUES (…) tail` once per row, through one prepared
-    /// statement: without a thread between the caller and SQLite, a
-    /// prepared single-row insert costs no more per row than one long
-    /// statement, and is prepared once instead of once per batch size.
+    /// `head VALUES (…), (…) tail` in statements of [`SHAPES`] rows
+    /// (largest first), so a batch of any size is a few executions of a
+    /// few prepared statements: one statement per row costs SQLite more
+    /// (each opens the table and every index again), and one statement
+    /// per batch size would be prepared anew for most batches.
     fn insert_each(
         &mut self,
-        head: &str,
+        head: &'static str,
         rows: &[Vec<Arg<'_>>],
-        tail: &str,
+        tail: &'static str,
     ) -> Result<Vec<DirectRow>, StoreError> {
         let Some(width) = rows.first().map(Vec::len) else {
             return Ok(Vec::new());
         };
-        let placeholders: Vec<String> = (1..=width).map(|i| format!("${i}")).collect();
-        let sql = format!("{head} VALUES ({}){tail}", placeholders.join(", "));
+        if let Some(bad) = rows.iter().find(|r| r.len() != width) {
+            return Err(StoreError::Unavailable(format!(
+                "a multi-row insert mixes rows of {width} and {} values",
+                bad.len()
+            )));
+        }
         let mut out = Vec::new();
-        for row in rows {
-            if row.len() != width {
-                return Err(StoreError::Unavailable(format!(
-                    "a multi-row insert mixes rows of {width} and {} values",
-                    row.len()
-                )));
-            }
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let k = SHAPES.into_iter().find(|&k| k <= rest.len()).unwrap_or(1);
+            let (chunk, after) = rest.split_at(k);
+            rest = after;
+            let sql = self
+                .shapes
+                .entry((head, tail, width, k))
+                .or_insert_with(|| shape(head, tail, width, k))
+                .clone();
+            let args: Vec<Arg<'_>> = chunk.iter().flatten().copied().collect();
             if tail.is_empty() {
-                self.run(&sql, row)?;
+                self.run(&sql, &args)?;
             } else {
-                out.extend(self.rows(&sql, row)?);
+                out.extend(self.rows(&sql, &args)?);
             }
         }
         Ok(out)
     }
+}
+
+/// Rows per multi-row insert statement.
+const SHAPES: [usize; 4] = [64, 16, 4, 1];
+
+/// The text of each multi-row insert prepared so far, by its head, tail,
+/// row width and row count.
+pub(crate) type Shapes = HashMap<(&'static str, &'static str, usize, usize), Arc<str>>;
+
+/// `head VALUES ($1, …), (…) tail` for `rows` rows of `width` values.
+fn shape(head: &str, tail: &str, width: usize, rows: usize) -> Arc<str> {
+    let mut sql = format!("{head} VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql.into()
 }
 
 impl Conn for Direct<'_> {
@@ -296,7 +334,11 @@ mod tests {
     #[test]
     fn parameters_are_bound_by_their_number_not_their_position() {
         let (_d, mut c) = db();
-        let mut d = Direct(&mut c);
+        let mut shapes = Shapes::new();
+        let mut d = Direct {
+            conn: &mut c,
+            shapes: &mut shapes,
+        };
         let n = finish(d.execute(
             "INSERT INTO t (c, b, a) VALUES ($3, $2, $1)",
             &[Arg::Text("x"), Arg::OptInt(None), Arg::Bool(true)],
@@ -321,7 +363,12 @@ mod tests {
     #[test]
     fn a_missing_argument_is_an_error_not_a_null() {
         let (_d, mut c) = db();
-        let e = finish(Direct(&mut c).execute(
+        let mut shapes = Shapes::new();
+        let mut d = Direct {
+            conn: &mut c,
+            shapes: &mut shapes,
+        };
+        let e = finish(d.execute(
             "INSERT INTO t (a, b, c) VALUES ($1, $2, $3)",
             &[Arg::Text("x"), Arg::Int(1)],
         ))
@@ -333,7 +380,11 @@ mod tests {
     #[test]
     fn rows_are_inserted_in_order_and_returning_gives_each() {
         let (_d, mut c) = db();
-        let mut d = Direct(&mut c);
+        let mut shapes = Shapes::new();
+        let mut d = Direct {
+            conn: &mut c,
+            shapes: &mut shapes,
+        };
         let rows = vec![
             vec![Arg::Text("a"), Arg::Int(1), Arg::Int(0)],
             vec![Arg::Text("b"), Arg::Int(2), Arg::Int(0)],
@@ -343,6 +394,27 @@ mod tests {
             .unwrap();
         let got: Vec<i64> = back.iter().map(|r| r.int("b").unwrap()).collect();
         assert_eq!(got, [1, 2]);
+        // 70 rows: statements of 64, 4, 1 and 1 rows, in order.
+        let names: Vec<String> = (0..70).map(|i| format!("r{i}")).collect();
+        let many: Vec<Vec<Arg>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| vec![Arg::Text(n), Arg::Int(100 + i as i64), Arg::Int(1)])
+            .collect();
+        let back = finish(d.insert_rows("INSERT INTO t (a, b, c)", &many, " RETURNING a, b"))
+            .unwrap()
+            .unwrap();
+        let got: Vec<(String, i64)> = back
+            .iter()
+            .map(|r| (r.text("a").unwrap(), r.int("b").unwrap()))
+            .collect();
+        let want: Vec<(String, i64)> = (0..70).map(|i| (format!("r{i}"), 100 + i)).collect();
+        assert_eq!(got, want);
+        let n = finish(d.fetch_all("SELECT a FROM t WHERE c = $1", &[Arg::Int(1)]))
+            .unwrap()
+            .unwrap()
+            .len();
+        assert_eq!(n, 70);
         let ragged = vec![vec![Arg::Text("c"), Arg::Int(3), Arg::Int(0)], vec![]];
         assert!(
             finish(d.insert_rows("INSERT INTO t (a, b, c)", &ragged, ""))

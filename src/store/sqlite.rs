@@ -141,6 +141,7 @@ impl Backend for SqliteWriter {
 /// its own connection; it ends when the store is dropped.
 fn writer(path: PathBuf, conn: Connection, chain: String, mut rx: mpsc::Receiver<Write>) {
     let mut conn = Some(conn);
+    let mut shapes = direct::Shapes::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -162,7 +163,11 @@ fn writer(path: PathBuf, conn: Connection, chain: String, mut rx: mpsc::Receiver
                 }
             },
         };
-        match direct::finish(run_on(&mut Direct(&mut c), &chain, writes)) {
+        let mut d = Direct {
+            conn: &mut c,
+            shapes: &mut shapes,
+        };
+        match direct::finish(run_on(&mut d, &chain, writes)) {
             Some(true) => conn = Some(c),
             // A failed COMMIT (SQLITE_FULL among others) can leave SQLite
             // inside the transaction with the rollback refused too.
