@@ -142,18 +142,44 @@ impl Columns for DirectRow {
     }
 }
 
-/// Binds `args` to a statement whose parameters are `$1`, `$2`, … (each
-/// may appear more than once; SQLite numbers distinct names in order of
-/// first appearance, so the name, not the position, says which argument).
-fn bind(st: &mut CachedStatement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
-    for i in 1..=st.parameter_count() {
-        let name = st.parameter_name(i);
-        let Some(arg) = name
-            .and_then(|n| n.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|n| args.get(n))
-        else {
+/// How a statement's parameters are matched with its arguments.
+#[derive(Clone, Copy)]
+enum Params {
+    /// By name: `$n` is the n-th argument. The store core's statements may
+    /// use a name twice or out of order, and SQLite numbers distinct names
+    /// in order of first appearance, so the position says nothing.
+    Named,
+    /// The n-th parameter is `$n`, by construction ([`shape`]): no name
+    /// is looked up (SQLite finds a name by walking a list, so looking up
+    /// each of a 64-row insert's hundreds of parameters costs quadratic
+    /// time).
+    InOrder,
+}
+
+/// Binds `args` to a statement whose parameters are `$1`, `$2`, ….
+fn bind(st: &mut CachedStatement<'_>, args: &[Arg<'_>], params: Params) -> Result<(), StoreError> {
+    let count = st.parameter_count();
+    if let Params::InOrder = params
+        && count != args.len()
+    {
+        return Err(StoreError::Unavailable(format!(
+            "a statement of {count} parameters was given {} arguments",
+            args.len()
+        )));
+    }
+    for i in 1..=count {
+        let name = match params {
+            Params::Named => st.parameter_name(i),
+            Params::InOrder => None,
+        };
+        let index = match params {
+            Params::Named => name
+                .and_then(|n| n.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1)),
+            Params::InOrder => Some(i - 1),
+        };
+        let Some(arg) = index.and_then(|n| args.get(n)) else {
             return Err(StoreError::Unavailable(format!(
                 "statement parameter {i} ({}) has no argument among {}",
                 name.unwrap_or("?"),
@@ -172,17 +198,22 @@ fn bind(st: &mut CachedStatement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError
 }
 
 impl Direct<'_> {
-    fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+    fn run(&mut self, sql: &str, args: &[Arg<'_>], params: Params) -> Result<u64, StoreError> {
         let mut st = self.conn.prepare_cached(sql)?;
-        bind(&mut st, args)?;
+        bind(&mut st, args, params)?;
         Ok(st.raw_execute()? as u64)
     }
 
     /// Every row `sql` returns (all are stepped through, so a statement
     /// with `RETURNING` has done all its work when this returns).
-    fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<DirectRow>, StoreError> {
+    fn rows(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        params: Params,
+    ) -> Result<Vec<DirectRow>, StoreError> {
         let mut st = self.conn.prepare_cached(sql)?;
-        bind(&mut st, args)?;
+        bind(&mut st, args, params)?;
         let names: Arc<[String]> = st.column_names().into_iter().map(str::to_owned).collect();
         let mut rows = st.raw_query();
         let mut out = Vec::new();
@@ -231,9 +262,9 @@ impl Direct<'_> {
                 .clone();
             let args: Vec<Arg<'_>> = chunk.iter().flatten().copied().collect();
             if tail.is_empty() {
-                self.run(&sql, &args)?;
+                self.run(&sql, &args, Params::InOrder)?;
             } else {
-                out.extend(self.rows(&sql, &args)?);
+                out.extend(self.rows(&sql, &args, Params::InOrder)?);
             }
         }
         Ok(out)
@@ -272,7 +303,7 @@ impl Conn for Direct<'_> {
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'a {
-        std::future::ready(self.run(sql, args))
+        std::future::ready(self.run(sql, args, Params::Named))
     }
 
     fn fetch_all<'a>(
@@ -280,7 +311,7 @@ impl Conn for Direct<'_> {
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send + 'a {
-        std::future::ready(self.rows(sql, args))
+        std::future::ready(self.rows(sql, args, Params::Named))
     }
 
     fn fetch_optional<'a>(
@@ -288,7 +319,10 @@ impl Conn for Direct<'_> {
         sql: &'static str,
         args: &'a [Arg<'a>],
     ) -> impl Future<Output = Result<Option<DirectRow>, StoreError>> + Send + 'a {
-        std::future::ready(self.rows(sql, args).map(|rows| rows.into_iter().next()))
+        std::future::ready(
+            self.rows(sql, args, Params::Named)
+                .map(|rows| rows.into_iter().next()),
+        )
     }
 
     fn insert_rows<'a>(
