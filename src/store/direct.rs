@@ -18,6 +18,7 @@ use super::conn::{Arg, Columns, Conn};
 use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -168,16 +169,16 @@ fn bind(st: &mut CachedStatement<'_>, args: &[Arg<'_>], params: Params) -> Resul
         )));
     }
     for i in 1..=count {
-        let name = match params {
-            Params::Named => st.parameter_name(i),
-            Params::InOrder => None,
-        };
-        let index = match params {
-            Params::Named => name
-                .and_then(|n| n.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| n.checked_sub(1)),
-            Params::InOrder => Some(i - 1),
+        let (index, name) = match params {
+            Params::Named => {
+                let name = st.parameter_name(i);
+                let index = name
+                    .and_then(|n| n.strip_prefix('$'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| n.checked_sub(1));
+                (index, name)
+            }
+            Params::InOrder => (Some(i - 1), None),
         };
         let Some(arg) = index.and_then(|n| args.get(n)) else {
             return Err(StoreError::Unavailable(format!(
@@ -287,7 +288,8 @@ fn shape(head: &str, tail: &str, width: usize, rows: usize) -> Arc<str> {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * width + c + 1));
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${}", r * width + c + 1);
         }
         sql.push(')');
     }
@@ -351,6 +353,31 @@ pub(crate) fn finish<F: Future>(f: F) -> Option<F::Output> {
 mod tests {
     use super::*;
 
+    /// A migrated-looking database file with a writer connection open on it.
+    struct Db {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        shapes: Shapes,
+    }
+
+    impl Db {
+        fn new() -> Db {
+            let (dir, conn) = db();
+            Db {
+                _dir: dir,
+                conn,
+                shapes: Shapes::new(),
+            }
+        }
+
+        fn direct(&mut self) -> Direct<'_> {
+            Direct {
+                conn: &mut self.conn,
+                shapes: &mut self.shapes,
+            }
+        }
+    }
+
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
@@ -367,12 +394,8 @@ mod tests {
 
     #[test]
     fn parameters_are_bound_by_their_number_not_their_position() {
-        let (_d, mut c) = db();
-        let mut shapes = Shapes::new();
-        let mut d = Direct {
-            conn: &mut c,
-            shapes: &mut shapes,
-        };
+        let mut db = Db::new();
+        let mut d = db.direct();
         let n = finish(d.execute(
             "INSERT INTO t (c, b, a) VALUES ($3, $2, $1)",
             &[Arg::Text("x"), Arg::OptInt(None), Arg::Bool(true)],
@@ -396,12 +419,8 @@ mod tests {
 
     #[test]
     fn a_missing_argument_is_an_error_not_a_null() {
-        let (_d, mut c) = db();
-        let mut shapes = Shapes::new();
-        let mut d = Direct {
-            conn: &mut c,
-            shapes: &mut shapes,
-        };
+        let mut db = Db::new();
+        let mut d = db.direct();
         let e = finish(d.execute(
             "INSERT INTO t (a, b, c) VALUES ($1, $2, $3)",
             &[Arg::Text("x"), Arg::Int(1)],
@@ -413,12 +432,8 @@ mod tests {
 
     #[test]
     fn rows_are_inserted_in_order_and_returning_gives_each() {
-        let (_d, mut c) = db();
-        let mut shapes = Shapes::new();
-        let mut d = Direct {
-            conn: &mut c,
-            shapes: &mut shapes,
-        };
+        let mut db = Db::new();
+        let mut d = db.direct();
         let rows = vec![
             vec![Arg::Text("a"), Arg::Int(1), Arg::Int(0)],
             vec![Arg::Text("b"), Arg::Int(2), Arg::Int(0)],
