@@ -80,7 +80,40 @@ pub struct AuditEvent {
     pub snapshot_id: String,
     /// The tenant whose job or policy it is; empty for none.
     pub tenant: String,
-    pub body: Value,
+    pub body: Body,
+}
+
+/// An event's body: a JSON value, or the RFC 8785 text of one, for a body
+/// written straight to text (a decision's: one per Decide).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Value(Value),
+    Canonical(String),
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        Body::Value(v)
+    }
+}
+
+impl Body {
+    /// The body's RFC 8785 text: the stored and hashed form.
+    pub fn into_jcs(self) -> String {
+        match self {
+            Body::Value(v) => to_jcs(&v),
+            Body::Canonical(text) => text,
+        }
+    }
+
+    /// The body as a JSON value (text written by gavel parses; anything
+    /// else would be a bug, and reads as null).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Body::Value(v) => v.clone(),
+            Body::Canonical(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        }
+    }
 }
 
 impl AuditEvent {
@@ -100,7 +133,8 @@ impl AuditEvent {
             job_id: String::new(),
             snapshot_id: snapshot_id.to_owned(),
             tenant: tenant.to_owned(),
-            body: json!({ "previous": previous, "name": name, "rules": rules, "scope": scope }),
+            body: json!({ "previous": previous, "name": name, "rules": rules, "scope": scope })
+                .into(),
         }
     }
 
@@ -117,7 +151,7 @@ impl AuditEvent {
             job_id: String::new(),
             snapshot_id: snapshot_id.to_owned(),
             tenant: tenant.to_owned(),
-            body: json!({ "reason": reason }),
+            body: json!({ "reason": reason }).into(),
         }
     }
 }
@@ -147,38 +181,100 @@ impl AuditEntry {
     /// The hash this entry's content and `prev_hash` imply:
     /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body[, tenant]}))`.
     pub fn expected_hash(&self) -> String {
-        self.hash_with_body(&to_jcs(&self.body))
+        Content {
+            prev_hash: &self.prev_hash,
+            actor: &self.actor,
+            at: self.at,
+            chain: &self.chain,
+            job_id: &self.job_id,
+            kind: &self.kind,
+            seq: self.seq,
+            snapshot_id: &self.snapshot_id,
+            tenant: &self.tenant,
+        }
+        .hash(&to_jcs(&self.body))
     }
+}
 
-    /// The same hash, given the body's RFC 8785 text (the stored form), so
-    /// the body is written once for both the hash and the row.
-    fn hash_with_body(&self, body_jcs: &str) -> String {
+/// What an entry's hash covers besides its body.
+struct Content<'a> {
+    prev_hash: &'a str,
+    actor: &'a str,
+    at: i64,
+    chain: &'a str,
+    job_id: &'a str,
+    kind: &'a str,
+    seq: i64,
+    snapshot_id: &'a str,
+    tenant: &'a str,
+}
+
+impl Content<'_> {
+    /// The entry hash, given the body's RFC 8785 text (the stored form),
+    /// so the body is written once for both the hash and the row.
+    fn hash(&self, body_jcs: &str) -> String {
         // The entry object in RFC 8785 order: its keys are ASCII, so they
         // sort as written here.
         let mut text = String::with_capacity(self.prev_hash.len() + body_jcs.len() + 256);
-        text.push_str(&self.prev_hash);
+        text.push_str(self.prev_hash);
         text.push_str("{\"actor\":");
-        write_string(&mut text, &self.actor);
+        write_string(&mut text, self.actor);
         text.push_str(",\"at\":");
         write_jcs(&mut text, &Value::from(self.at));
         text.push_str(",\"body\":");
         text.push_str(body_jcs);
         text.push_str(",\"chain\":");
-        write_string(&mut text, &self.chain);
+        write_string(&mut text, self.chain);
         text.push_str(",\"job_id\":");
-        write_string(&mut text, &self.job_id);
+        write_string(&mut text, self.job_id);
         text.push_str(",\"kind\":");
-        write_string(&mut text, &self.kind);
+        write_string(&mut text, self.kind);
         text.push_str(",\"seq\":");
         write_jcs(&mut text, &Value::from(self.seq));
         text.push_str(",\"snapshot_id\":");
-        write_string(&mut text, &self.snapshot_id);
+        write_string(&mut text, self.snapshot_id);
         if !self.tenant.is_empty() {
             text.push_str(",\"tenant\":");
-            write_string(&mut text, &self.tenant);
+            write_string(&mut text, self.tenant);
         }
         text.push('}');
         sha256_hex(text.as_bytes())
+    }
+}
+
+/// An entry just appended to a chain, as it is stored: its body is RFC
+/// 8785 text, never parsed back on the write path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub chain: String,
+    pub seq: i64,
+    pub prev_hash: String,
+    pub entry_hash: String,
+    pub at: i64,
+    pub actor: String,
+    pub job_id: String,
+    pub snapshot_id: String,
+    pub tenant: String,
+    pub kind: EventKind,
+    pub body: String,
+}
+
+impl Appended {
+    /// The entry as it reads back from the store.
+    pub fn into_entry(self) -> AuditEntry {
+        AuditEntry {
+            body: serde_json::from_str(&self.body).unwrap_or(Value::Null),
+            chain: self.chain,
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            entry_hash: self.entry_hash,
+            at: self.at,
+            actor: self.actor,
+            job_id: self.job_id,
+            snapshot_id: self.snapshot_id,
+            tenant: self.tenant,
+            kind: self.kind.as_str().to_owned(),
+        }
     }
 }
 
@@ -202,10 +298,10 @@ impl ChainHead {
         }
     }
 
-    /// The next entry of the chain for `event` at `at`, with its body as
-    /// RFC 8785 text (what is stored), and the head moved past it.
-    pub fn append(&mut self, event: AuditEvent, at: i64) -> (AuditEntry, String) {
-        let mut entry = AuditEntry {
+    /// The next entry of the chain for `event` at `at`, and the head
+    /// moved past it.
+    pub fn append(&mut self, event: AuditEvent, at: i64) -> Appended {
+        let mut entry = Appended {
             chain: self.chain.clone(),
             seq: self.seq + 1,
             prev_hash: self.hash.clone(),
@@ -215,14 +311,24 @@ impl ChainHead {
             job_id: event.job_id,
             snapshot_id: event.snapshot_id,
             tenant: event.tenant,
-            kind: event.kind.as_str().to_owned(),
-            body: event.body,
+            kind: event.kind,
+            body: event.body.into_jcs(),
         };
-        let body = to_jcs(&entry.body);
-        entry.entry_hash = entry.hash_with_body(&body);
+        entry.entry_hash = Content {
+            prev_hash: &entry.prev_hash,
+            actor: &entry.actor,
+            at,
+            chain: &entry.chain,
+            job_id: &entry.job_id,
+            kind: entry.kind.as_str(),
+            seq: entry.seq,
+            snapshot_id: &entry.snapshot_id,
+            tenant: &entry.tenant,
+        }
+        .hash(&entry.body);
         self.seq = entry.seq;
         self.hash.clone_from(&entry.entry_hash);
-        (entry, body)
+        entry
     }
 }
 
@@ -319,9 +425,9 @@ mod tests {
                     } else {
                         String::new()
                     },
-                    body: json!({ "n": seq }),
+                    body: json!({ "n": seq }).into(),
                 };
-                head.append(event, 1000 + seq).0
+                head.append(event, 1000 + seq).into_entry()
             })
             .collect()
     }
@@ -353,23 +459,28 @@ mod tests {
             job_id: "job:1".into(),
             snapshot_id: String::new(),
             tenant: "t\u{e9}".into(),
-            body: json!({ "z": [1.5, -0.0, 1e21], "a": { "\u{e000}": null, "b": "\n" } }),
+            body: json!({ "z": [1.5, -0.0, 1e21], "a": { "\u{e000}": null, "b": "\n" } }).into(),
         };
-        let (e, body) = head.append(event, -5);
-        assert_eq!(body, to_jcs(&e.body));
+        let body = event.body.to_value();
+        let appended = head.append(event, -5);
+        assert_eq!(appended.body, to_jcs(&body));
+        let e = appended.into_entry();
+        assert_eq!(to_jcs(&e.body), to_jcs(&body), "the stored text reads back");
         assert_eq!(e.entry_hash, plain_hash(&e));
         assert_eq!(e.expected_hash(), plain_hash(&e));
-        let (next, _) = head.append(
-            AuditEvent {
-                kind: EventKind::Decision,
-                actor: String::new(),
-                job_id: String::new(),
-                snapshot_id: "s".into(),
-                tenant: String::new(),
-                body: json!({}),
-            },
-            i64::MAX,
-        );
+        let next = head
+            .append(
+                AuditEvent {
+                    kind: EventKind::Decision,
+                    actor: String::new(),
+                    job_id: String::new(),
+                    snapshot_id: "s".into(),
+                    tenant: String::new(),
+                    body: Body::Canonical("{}".into()),
+                },
+                i64::MAX,
+            )
+            .into_entry();
         assert_eq!(next.entry_hash, plain_hash(&next));
     }
 

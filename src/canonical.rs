@@ -9,6 +9,7 @@
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The largest integer magnitude an IEEE 754 double represents exactly
@@ -166,17 +167,43 @@ pub fn write_jcs(out: &mut String, value: &Value) {
 
 /// Appends the RFC 8785 form of a JSON object.
 pub fn write_object(out: &mut String, map: &Map<String, Value>) {
+    write_sorted(out, map.iter());
+}
+
+/// Appends the RFC 8785 form of an object held as a `BTreeMap`, which is
+/// ordered like serde_json's map.
+pub fn write_map(out: &mut String, map: &BTreeMap<String, Value>) {
+    write_sorted(out, map.iter());
+}
+
+/// Appends the RFC 8785 form of a list of strings.
+pub fn write_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, item);
+    }
+    out.push(']');
+}
+
+/// An object's entries, given in UTF-8 byte order of their keys.
+fn write_sorted<'a, I>(out: &mut String, entries: I)
+where
+    I: Iterator<Item = (&'a String, &'a Value)> + Clone,
+{
     out.push('{');
-    // serde_json's map is ordered by UTF-8 bytes, which is UTF-16 order
-    // unless a key holds a character at or above U+E000 (UTF-8 lead byte
-    // 0xEE or higher; continuation bytes are below 0xC0): only then re-sort.
-    let needs_utf16_sort = map.keys().any(|k| k.bytes().any(|b| b >= 0xEE));
+    // UTF-8 byte order is UTF-16 order unless a key holds a character at
+    // or above U+E000 (UTF-8 lead byte 0xEE or higher; continuation bytes
+    // are below 0xC0): only then re-sort.
+    let needs_utf16_sort = entries.clone().any(|(k, _)| k.bytes().any(|b| b >= 0xEE));
     if needs_utf16_sort {
-        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        let mut entries: Vec<(&String, &Value)> = entries.collect();
         entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
         write_entries(out, entries.into_iter());
     } else {
-        write_entries(out, map.iter());
+        write_entries(out, entries);
     }
     out.push('}');
 }

@@ -202,6 +202,7 @@ pub(super) fn bind_refused(
             "reason": reason.as_str(),
             "presented_job_hash": input.job_hash,
             "presented_snapshot": input.snapshot_id,
-        }),
+        })
+        .into(),
     }
 }

@@ -9,7 +9,7 @@ use super::StoreEvent;
 use super::conn::{Arg, Columns, Conn};
 use super::rows::{self, OutboxInsert, json_text};
 use crate::approval::Effect;
-use crate::audit::{AuditEntry, AuditEvent, ChainHead};
+use crate::audit::{Appended, AuditEvent, ChainHead};
 
 /// The statements that differ between databases. Everything else the core
 /// runs is the same text on both.
@@ -43,7 +43,7 @@ pub(crate) struct Effects {
     chain: String,
     head: Option<ChainHead>,
     /// Entries with their bodies as RFC 8785 text, as stored.
-    audit: Vec<(AuditEntry, String)>,
+    audit: Vec<Appended>,
     outbox: Vec<OutboxInsert>,
     announce: Vec<String>,
 }
@@ -127,7 +127,7 @@ impl Effects {
     /// Where the entry appended last stands (the entries are written at
     /// the flush, in the same transaction).
     pub(crate) fn last_entry(&self) -> Option<super::AuditPosition> {
-        self.audit.last().map(|(e, _)| super::AuditPosition {
+        self.audit.last().map(|e| super::AuditPosition {
             chain: e.chain.clone(),
             seq: e.seq,
             entry_hash: e.entry_hash.clone(),
@@ -144,11 +144,7 @@ impl Effects {
     /// Writes everything collected, in as few statements as the database allows.
     pub(crate) async fn flush<C: Conn>(self, c: &mut C, d: &Dialect) -> Result<(), StoreError> {
         if let Some(head) = &self.head {
-            let values: Vec<Vec<Arg>> = self
-                .audit
-                .iter()
-                .map(|(e, body)| rows::audit_insert(e, body))
-                .collect();
+            let values: Vec<Vec<Arg>> = self.audit.iter().map(rows::audit_insert).collect();
             for chunk in values.chunks(1000) {
                 c.insert_rows(rows::INSERT_AUDIT, chunk, "").await?;
             }

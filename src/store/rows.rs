@@ -4,7 +4,7 @@
 use super::conn::{Arg, Columns};
 use super::{OutboxRow, SnapshotRow, StoreError};
 use crate::approval::{ApprovalEntry, JobRecord, JobState, Notification, NotificationKind};
-use crate::audit::AuditEntry;
+use crate::audit::{Appended, AuditEntry};
 use crate::job::JobHash;
 use crate::policy::SnapshotId;
 
@@ -216,7 +216,7 @@ pub(crate) fn approval_insert<'a>(
 pub(crate) const INSERT_AUDIT: &str = concat!("INSERT INTO audit (", audit_columns!(), ") ");
 
 /// One row of [`INSERT_AUDIT`]; `body` is the entry's body as RFC 8785 JSON.
-pub(crate) fn audit_insert<'a>(e: &'a AuditEntry, body: &'a str) -> Vec<Arg<'a>> {
+pub(crate) fn audit_insert(e: &Appended) -> Vec<Arg<'_>> {
     vec![
         Arg::Text(&e.chain),
         Arg::Int(e.seq),
@@ -226,8 +226,8 @@ pub(crate) fn audit_insert<'a>(e: &'a AuditEntry, body: &'a str) -> Vec<Arg<'a>>
         Arg::Text(&e.actor),
         Arg::Text(&e.job_id),
         Arg::Text(&e.snapshot_id),
-        Arg::Text(&e.kind),
-        Arg::Text(body),
+        Arg::Text(e.kind.as_str()),
+        Arg::Text(&e.body),
         Arg::Text(&e.tenant),
     ]
 }

@@ -340,8 +340,8 @@ fn a_refused_bind_of_a_missing_job_is_audited_and_nothing_else_is() {
     };
     assert_eq!(e.kind, EventKind::BindRefused);
     assert_eq!(e.job_id, "nope");
-    assert_eq!(e.body["reason"], "NOT_FOUND");
-    assert_eq!(e.body["presented_job_hash"], r.job_hash.as_str());
+    assert_eq!(e.body.to_value()["reason"], "NOT_FOUND");
+    assert_eq!(e.body.to_value()["presented_job_hash"], r.job_hash.as_str());
     assert!(approval::missing("nope", &Command::Expire).is_empty());
     assert!(approval::missing("nope", &approve_by("alice")).is_empty());
 }
@@ -493,4 +493,124 @@ fn job_hashes_compare_exactly() {
     let h = JobHash::parse(&"AB".repeat(32)).unwrap();
     assert_eq!(h, JobHash::parse(&"ab".repeat(32)).unwrap());
     assert_eq!(h.as_str(), "ab".repeat(32));
+}
+
+/// The `decision` event's body as SPEC §10 lists it, built the plain way
+/// and canonicalised by the reference implementation.
+fn plain_decision_body(r: &JobRecord) -> String {
+    let e = &r.evaluation;
+    serde_json_canonicalizer::to_string(&serde_json::json!({
+        "decision_id": r.decision_id,
+        "job_hash": r.job_hash.as_str(),
+        "decision": e.decision.as_str(),
+        "primary_rule": e.primary_rule,
+        "matched_rules": e.matched_rules,
+        "reason": e.reason,
+        "gates": e.gates,
+        "constraints": e.constraints,
+        "state": r.state.as_str(),
+        "expires_at": r.expires_at,
+        "canonical_job": r.canonical_job,
+    }))
+    .unwrap()
+}
+
+/// The body text of the `decision` event a freshly decided record asks for.
+fn decision_body_text(t: &Transition) -> String {
+    match t.effects.first() {
+        Some(Effect::Audit(e)) if e.kind == EventKind::Decision => e.body.clone().into_jcs(),
+        other => panic!("no decision event first: {other:?}"),
+    }
+}
+
+/// Redecides `r` as a fresh job with the same fields.
+fn redecide(r: &JobRecord, default_bind_within_secs: u64) -> Transition {
+    approval::decided(
+        NewJob {
+            job_id: r.job_id.clone(),
+            job_hash: r.job_hash.clone(),
+            canonical_job: r.canonical_job.clone(),
+            tenant: r.tenant.clone(),
+            requester: r.requester.clone(),
+            snapshot_id: r.snapshot_id.clone(),
+            decision_id: r.decision_id.clone(),
+            evaluation: r.evaluation.clone(),
+            default_bind_within_secs,
+        },
+        T0,
+    )
+}
+
+#[test]
+fn the_decision_body_is_the_plain_construction_for_every_decision() {
+    for action in ["read", "deploy", "migrate"] {
+        let t = redecide(&decided(action), 300);
+        assert_eq!(
+            decision_body_text(&t),
+            plain_decision_body(&t.record),
+            "{action}"
+        );
+    }
+    // Constraints, and a deny without a deadline.
+    let mut r = decided("read");
+    r.evaluation.decision = gavel::policy::Decision::AllowWithConstraints;
+    r.evaluation.constraints = [("max_runtime_sec".to_owned(), serde_json::json!(60))].into();
+    let t = redecide(&r, 300);
+    assert_eq!(decision_body_text(&t), plain_decision_body(&t.record));
+    assert!(decision_body_text(&t).contains(r#""constraints":{"max_runtime_sec":60}"#));
+    let t = redecide(&decided("migrate"), 300);
+    assert_eq!(t.record.expires_at, None);
+    assert!(decision_body_text(&t).contains(r#""expires_at":null"#));
+}
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    // Quotes, escapes, control characters, characters beyond the BMP and
+    // at or above U+E000 (where UTF-16 and UTF-8 order differ).
+    proptest::collection::vec(
+        prop_oneof![
+            proptest::char::range('\0', '\u{7f}'),
+            Just('\u{e9}'),
+            Just('\u{e000}'),
+            Just('\u{ffff}'),
+            Just('\u{1f600}'),
+        ],
+        0..12,
+    )
+    .prop_map(|c| c.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Written straight to text, the decision body is still byte for byte
+    /// the RFC 8785 form of the object SPEC §10 lists, whatever the job,
+    /// rules, reason, gates and constraints hold.
+    #[test]
+    fn the_decision_body_is_canonical_whatever_it_holds(
+        canonical_job in text_strategy(),
+        reason in text_strategy(),
+        rules in proptest::collection::vec(text_strategy(), 0..4),
+        gates in proptest::collection::vec(gate_strategy(), 0..3),
+        constraints in proptest::collection::btree_map(
+            text_strategy(),
+            prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                text_strategy().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+            ],
+            0..4,
+        ),
+        action in proptest::sample::select(vec!["read", "deploy", "migrate"]),
+        bind_within in any::<u64>(),
+    ) {
+        let mut r = decided(action);
+        r.canonical_job = canonical_job;
+        r.evaluation.reason = reason;
+        r.evaluation.matched_rules = rules;
+        r.evaluation.gates = gates;
+        r.evaluation.constraints = constraints;
+        let t = redecide(&r, bind_within);
+        prop_assert_eq!(decision_body_text(&t), plain_decision_body(&t.record));
+    }
 }
