@@ -231,7 +231,7 @@ rl, base = r.get("reload every 1s, 10k rules"), r.get("decide-allow c64, 10k rul
 if rl and base:
     fails = rl["extra"].get("reload_failures", 0) + rl["errors"]
     q = rl["latency_us"]["p99"] / base["latency_us"]["p99"]
-    row("reload every second: failures, p99 / p99 without", q, "0, <= 2x", fails == 0 and q <= 2, f"{fails}, {q:.1f}x")
+    row("reload every second: failures, p99 / p99 without", q, "0, <= 2x", fails == 0 and q <= 2, f"{fails}, {q:.2f}x")
 else:
     row("reload every second", None, "0, <= 2x", False, "")
 for label, target in (("peak RSS, 10,000-rule policy loaded, idle", 64), ("peak RSS, 10,000-rule policy, after reloads", 64), ("peak RSS, shipped policy, after the runs above", 40)):
