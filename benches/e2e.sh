@@ -178,6 +178,7 @@ a, b = (json.load(open(p)) for p in sys.argv[1:])
 print(json.dumps({"label": "cycle on PostgreSQL, two replicas, 32 in flight each",
   "throughput_per_sec": a["throughput_per_sec"] + b["throughput_per_sec"],
   "errors": a["errors"] + b["errors"], "per_replica": [a["throughput_per_sec"], b["throughput_per_sec"]],
+  "statuses": [a["statuses"], b["statuses"]], "reasons": [a["reasons"], b["reasons"]],
   "latency_us": {"p50": max(a["latency_us"]["p50"], b["latency_us"]["p50"]), "p99": max(a["latency_us"]["p99"], b["latency_us"]["p99"])}}))
 PY
   SERVER_PID=$A_PID; stop_server
