@@ -156,9 +156,10 @@ impl AuditEvent {
     }
 }
 
-/// One stored audit entry.
+/// One stored audit entry, with its body as a JSON value; an entry just
+/// appended ([`Appended`]) holds the body's RFC 8785 text instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
+pub struct AuditEntry<B = Value> {
     pub chain: String,
     pub seq: i64,
     pub prev_hash: String,
@@ -174,68 +175,44 @@ pub struct AuditEntry {
     /// Kept as stored: a tampered row with an unknown kind must still be
     /// read, so verification can name it.
     pub kind: String,
-    pub body: Value,
+    pub body: B,
 }
 
 impl AuditEntry {
     /// The hash this entry's content and `prev_hash` imply:
     /// `sha256(prev_hash ‖ JCS({chain, seq, at, actor, job_id, snapshot_id, kind, body[, tenant]}))`.
     pub fn expected_hash(&self) -> String {
-        Content {
-            prev_hash: &self.prev_hash,
-            actor: &self.actor,
-            at: self.at,
-            chain: &self.chain,
-            job_id: &self.job_id,
-            kind: &self.kind,
-            seq: self.seq,
-            snapshot_id: &self.snapshot_id,
-            tenant: &self.tenant,
-        }
-        .hash(&to_jcs(&self.body))
+        self.hash_with_body(&to_jcs(&self.body))
     }
 }
 
-/// What an entry's hash covers besides its body.
-struct Content<'a> {
-    prev_hash: &'a str,
-    actor: &'a str,
-    at: i64,
-    chain: &'a str,
-    job_id: &'a str,
-    kind: &'a str,
-    seq: i64,
-    snapshot_id: &'a str,
-    tenant: &'a str,
-}
-
-impl Content<'_> {
+impl<B> AuditEntry<B> {
     /// The entry hash, given the body's RFC 8785 text (the stored form),
     /// so the body is written once for both the hash and the row.
-    fn hash(&self, body_jcs: &str) -> String {
+    fn hash_with_body(&self, body_jcs: &str) -> String {
         // The entry object in RFC 8785 order: its keys are ASCII, so they
         // sort as written here.
         let mut text = String::with_capacity(self.prev_hash.len() + body_jcs.len() + 256);
-        text.push_str(self.prev_hash);
+        text.push_str(&self.prev_hash);
         text.push_str("{\"actor\":");
-        write_string(&mut text, self.actor);
+        write_string(&mut text, &self.actor);
         text.push_str(",\"at\":");
         write_jcs(&mut text, &Value::from(self.at));
         text.push_str(",\"body\":");
         text.push_str(body_jcs);
         text.push_str(",\"chain\":");
-        write_string(&mut text, self.chain);
+        write_string(&mut text, &self.chain);
         text.push_str(",\"job_id\":");
-        write_string(&mut text, self.job_id);
+        write_string(&mut text, &self.job_id);
         text.push_str(",\"kind\":");
-        write_string(&mut text, self.kind);
+        write_string(&mut text, &self.kind);
         text.push_str(",\"seq\":");
         write_jcs(&mut text, &Value::from(self.seq));
         text.push_str(",\"snapshot_id\":");
-        write_string(&mut text, self.snapshot_id);
+        write_string(&mut text, &self.snapshot_id);
         if !self.tenant.is_empty() {
             text.push_str(",\"tenant\":");
-            write_string(&mut text, self.tenant);
+            write_string(&mut text, &self.tenant);
         }
         text.push('}');
         sha256_hex(text.as_bytes())
@@ -244,20 +221,7 @@ impl Content<'_> {
 
 /// An entry just appended to a chain, as it is stored: its body is RFC
 /// 8785 text, never parsed back on the write path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Appended {
-    pub chain: String,
-    pub seq: i64,
-    pub prev_hash: String,
-    pub entry_hash: String,
-    pub at: i64,
-    pub actor: String,
-    pub job_id: String,
-    pub snapshot_id: String,
-    pub tenant: String,
-    pub kind: EventKind,
-    pub body: String,
-}
+pub type Appended = AuditEntry<String>;
 
 impl Appended {
     /// The entry as it reads back from the store.
@@ -273,7 +237,7 @@ impl Appended {
             job_id: self.job_id,
             snapshot_id: self.snapshot_id,
             tenant: self.tenant,
-            kind: self.kind.as_str().to_owned(),
+            kind: self.kind,
         }
     }
 }
@@ -311,21 +275,10 @@ impl ChainHead {
             job_id: event.job_id,
             snapshot_id: event.snapshot_id,
             tenant: event.tenant,
-            kind: event.kind,
+            kind: event.kind.as_str().to_owned(),
             body: event.body.into_jcs(),
         };
-        entry.entry_hash = Content {
-            prev_hash: &entry.prev_hash,
-            actor: &entry.actor,
-            at,
-            chain: &entry.chain,
-            job_id: &entry.job_id,
-            kind: entry.kind.as_str(),
-            seq: entry.seq,
-            snapshot_id: &entry.snapshot_id,
-            tenant: &entry.tenant,
-        }
-        .hash(&entry.body);
+        entry.entry_hash = entry.hash_with_body(&entry.body);
         self.seq = entry.seq;
         self.hash.clone_from(&entry.entry_hash);
         entry

@@ -226,7 +226,7 @@ pub(crate) fn audit_insert(e: &Appended) -> Vec<Arg<'_>> {
         Arg::Text(&e.actor),
         Arg::Text(&e.job_id),
         Arg::Text(&e.snapshot_id),
-        Arg::Text(e.kind.as_str()),
+        Arg::Text(&e.kind),
         Arg::Text(&e.body),
         Arg::Text(&e.tenant),
     ]
