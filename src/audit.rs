@@ -106,12 +106,11 @@ impl Body {
         }
     }
 
-    /// The body as a JSON value (text written by gavel parses; anything
-    /// else would be a bug, and reads as null).
-    pub fn to_value(&self) -> Value {
+    /// The body as a JSON value.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         match self {
-            Body::Value(v) => v.clone(),
-            Body::Canonical(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Body::Value(v) => Ok(v.clone()),
+            Body::Canonical(text) => serde_json::from_str(text),
         }
     }
 }
@@ -225,9 +224,9 @@ pub type Appended = AuditEntry<String>;
 
 impl Appended {
     /// The entry as it reads back from the store.
-    pub fn into_entry(self) -> AuditEntry {
-        AuditEntry {
-            body: serde_json::from_str(&self.body).unwrap_or(Value::Null),
+    pub fn into_entry(self) -> Result<AuditEntry, serde_json::Error> {
+        Ok(AuditEntry {
+            body: serde_json::from_str(&self.body)?,
             chain: self.chain,
             seq: self.seq,
             prev_hash: self.prev_hash,
@@ -238,7 +237,7 @@ impl Appended {
             snapshot_id: self.snapshot_id,
             tenant: self.tenant,
             kind: self.kind,
-        }
+        })
     }
 }
 
@@ -380,7 +379,7 @@ mod tests {
                     },
                     body: json!({ "n": seq }).into(),
                 };
-                head.append(event, 1000 + seq).into_entry()
+                head.append(event, 1000 + seq).into_entry().unwrap()
             })
             .collect()
     }
@@ -414,10 +413,10 @@ mod tests {
             tenant: "t\u{e9}".into(),
             body: json!({ "z": [1.5, -0.0, 1e21], "a": { "\u{e000}": null, "b": "\n" } }).into(),
         };
-        let body = event.body.to_value();
+        let body = event.body.to_value().unwrap();
         let appended = head.append(event, -5);
         assert_eq!(appended.body, to_jcs(&body));
-        let e = appended.into_entry();
+        let e = appended.into_entry().unwrap();
         assert_eq!(to_jcs(&e.body), to_jcs(&body), "the stored text reads back");
         assert_eq!(e.entry_hash, plain_hash(&e));
         assert_eq!(e.expected_hash(), plain_hash(&e));
@@ -433,7 +432,8 @@ mod tests {
                 },
                 i64::MAX,
             )
-            .into_entry();
+            .into_entry()
+            .unwrap();
         assert_eq!(next.entry_hash, plain_hash(&next));
     }
 

@@ -391,8 +391,9 @@ impl JobRecord {
     /// The `decision` event. Its body, which repeats the canonical job so
     /// the log alone shows what was decided, is written straight to RFC
     /// 8785 text: this runs on every Decide, and building a JSON value
-    /// first cost about a third of the event. A test checks the text
-    /// against [`JobRecord::decision_body`].
+    /// first, then canonicalising it, cost about 21,000 instructions more
+    /// per decision (BENCHMARKS.md, issue 16). Tests check the text
+    /// against the plain construction ([`JobRecord::decision_body`]).
     fn decision_event(&self) -> AuditEvent {
         let e = &self.evaluation;
         let gates = match e.gates.as_slice() {

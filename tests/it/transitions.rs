@@ -340,8 +340,11 @@ fn a_refused_bind_of_a_missing_job_is_audited_and_nothing_else_is() {
     };
     assert_eq!(e.kind, EventKind::BindRefused);
     assert_eq!(e.job_id, "nope");
-    assert_eq!(e.body.to_value()["reason"], "NOT_FOUND");
-    assert_eq!(e.body.to_value()["presented_job_hash"], r.job_hash.as_str());
+    assert_eq!(e.body.to_value().unwrap()["reason"], "NOT_FOUND");
+    assert_eq!(
+        e.body.to_value().unwrap()["presented_job_hash"],
+        r.job_hash.as_str()
+    );
     assert!(approval::missing("nope", &Command::Expire).is_empty());
     assert!(approval::missing("nope", &approve_by("alice")).is_empty());
 }
