@@ -392,8 +392,9 @@ impl JobRecord {
     /// the log alone shows what was decided, is written straight to RFC
     /// 8785 text: this runs on every Decide, and building a JSON value
     /// first, then canonicalising it, cost about 21,000 instructions more
-    /// per decision (BENCHMARKS.md, issue 16). Tests check the text
-    /// against the plain construction ([`JobRecord::decision_body`]).
+    /// per decision (BENCHMARKS.md, issue 16). Tests in
+    /// `tests/it/transitions.rs` check the text against the plain object
+    /// canonicalised by the reference implementation.
     fn decision_event(&self) -> AuditEvent {
         let e = &self.evaluation;
         let gates = match e.gates.as_slice() {
@@ -435,9 +436,10 @@ impl JobRecord {
         self.event(EventKind::Decision, &self.requester, Body::Canonical(b))
     }
 
-    /// The `decision` event's body as a JSON value: what
-    /// [`JobRecord::decision_event`] writes as text.
-    pub(crate) fn decision_body(&self) -> Value {
+    /// The same body as a JSON value, for [`JobRecord::decision_event`]
+    /// should the gates fail to serialise (they do not: the store
+    /// serialises them too, with the evaluation).
+    fn decision_body(&self) -> Value {
         json!({
             "decision_id": self.decision_id,
             "job_hash": self.job_hash,

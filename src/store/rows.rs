@@ -215,7 +215,7 @@ pub(crate) fn approval_insert<'a>(
 
 pub(crate) const INSERT_AUDIT: &str = concat!("INSERT INTO audit (", audit_columns!(), ") ");
 
-/// One row of [`INSERT_AUDIT`]; `body` is the entry's body as RFC 8785 JSON.
+/// One row of [`INSERT_AUDIT`]: an appended entry, its body as RFC 8785 text.
 pub(crate) fn audit_insert(e: &Appended) -> Vec<Arg<'_>> {
     vec![
         Arg::Text(&e.chain),
