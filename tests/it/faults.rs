@@ -244,6 +244,13 @@ async fn sqlite_disk_full_refuses_and_recovers() {
         .await;
     assert!(first.is_ok(), "{first:?}");
 
+    // The ordinary load's small writes may still fit for a moment after
+    // a large one did not: wait until they meet the full disk too.
+    guarded(
+        "the ordinary load to meet the full disk",
+        unavailable_past(&load, 1),
+    )
+    .await;
     // Room again: the server recovers by itself.
     disk.resize(64 * 1024);
     let resumed = *load.acks.borrow();
