@@ -357,7 +357,6 @@ pub async fn run_serve(a: ServeArgs) -> Result<ExitCode, CliError> {
             replica_id: config.replica_id.clone(),
             stats: config.stats,
             resources: config.resources,
-            ..EngineOptions::default()
         },
     })
     .await

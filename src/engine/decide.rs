@@ -1,10 +1,8 @@
 //! Decide: validate the job, evaluate it against its scope's active
 //! snapshot, and record the decision durably before answering. Concurrent
-//! decisions share one commit: SQLite's writer already commits every write
-//! waiting together, so decisions go straight to it; for other stores the
-//! group-commit writer here takes every decision waiting (up to
-//! `max_batch`) into one `record_decisions` call. Either way there is one
-//! batching layer.
+//! decisions share one commit: each store's writer commits every write
+//! waiting together (group commit), so decisions go straight to it and
+//! there is one batching layer.
 
 use super::access::require;
 use super::{Engine, JobView, store_refusal};
@@ -13,8 +11,6 @@ use crate::identity::{AGENT, Identity};
 use crate::job::{Job, JobHash, JobId, JobInput};
 use crate::refusal::{Reason, Refusal};
 use crate::store::{Recorded, Store, StoreError};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// The result of Decide.
 #[derive(Debug, Clone)]
@@ -24,74 +20,17 @@ pub struct Decided {
     pub replayed: bool,
 }
 
-pub(super) struct Pending {
-    decision: Transition,
-    reply: oneshot::Sender<Result<Recorded, StoreError>>,
-}
-
-/// How decisions reach the store.
-pub(super) enum Recorder {
-    /// The store batches writes itself: straight to it.
-    Direct,
-    /// Through the group-commit writer.
-    GroupCommit(mpsc::Sender<Pending>),
-}
-
-impl Recorder {
-    pub(super) fn for_store(store: &Arc<dyn Store>, max_batch: usize) -> Recorder {
-        if store.batches_writes() {
-            return Recorder::Direct;
-        }
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(group_commit(store.clone(), rx, max_batch.max(1)));
-        Recorder::GroupCommit(tx)
-    }
-
-    async fn record(&self, store: &dyn Store, decision: Transition) -> Result<Recorded, Refusal> {
-        let shutting_down = || Refusal::new(Reason::Unavailable, "the server is shutting down");
-        let result = match self {
-            Recorder::Direct => store
-                .record_decisions(vec![decision])
-                .await
-                .and_then(|mut r| {
-                    r.pop()
-                        .ok_or_else(|| StoreError::Corrupt("a decision was not recorded".into()))
-                }),
-            Recorder::GroupCommit(tx) => {
-                let (reply, wait) = oneshot::channel();
-                tx.send(Pending { decision, reply })
-                    .await
-                    .map_err(|_| shutting_down())?;
-                wait.await.map_err(|_| shutting_down())?
-            }
-        };
-        result.map_err(store_refusal)
-    }
-}
-
-/// The group-commit writer: records whatever decisions are waiting in one
-/// transaction, so concurrent decisions share one commit. Each caller
-/// waits for its own answer.
-async fn group_commit(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let (decisions, replies): (Vec<Transition>, Vec<_>) = std::mem::take(&mut batch)
-            .into_iter()
-            .map(|p| (p.decision, p.reply))
-            .unzip();
-        match store.record_decisions(decisions).await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
+/// Records one decision; the store's writer commits it with every other
+/// write waiting.
+async fn record(store: &dyn Store, decision: Transition) -> Result<Recorded, Refusal> {
+    store
+        .record_decisions(vec![decision])
+        .await
+        .and_then(|mut r| {
+            r.pop()
+                .ok_or_else(|| StoreError::Corrupt("a decision was not recorded".into()))
+        })
+        .map_err(store_refusal)
 }
 
 impl Engine {
@@ -136,7 +75,7 @@ impl Engine {
             },
             now,
         );
-        match self.recorder.record(self.store.as_ref(), decision).await? {
+        match record(self.store.as_ref(), decision).await? {
             Recorded::Inserted(record) => {
                 self.changed_here(crate::audit::EventKind::Decision, &record);
                 Ok(Decided {

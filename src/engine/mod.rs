@@ -50,9 +50,6 @@ pub struct EngineOptions {
     pub limits: Limits,
     /// Refuse binds with SNAPSHOT_STALE when the job's snapshot is no longer active.
     pub require_active_snapshot: bool,
-    /// The most decisions written in one transaction, for stores that do
-    /// not batch writes themselves.
-    pub max_batch: usize,
     /// How long an approver page session lasts.
     pub session_ttl_ms: i64,
     /// The declared tenants (none: single-tenant).
@@ -70,7 +67,6 @@ impl Default for EngineOptions {
         EngineOptions {
             limits: Limits::default(),
             require_active_snapshot: false,
-            max_batch: 512,
             session_ttl_ms: 8 * 3600 * 1000,
             tenancy: Default::default(),
             replica_id: "main".into(),
@@ -125,7 +121,6 @@ pub struct Engine {
     directory: Directory,
     options: EngineOptions,
     snapshots: snapshots::Registry,
-    recorder: decide::Recorder,
     changes: broadcast::Sender<JobChange>,
     signer: ReceiptSigner,
     metrics: metrics::Metrics,
@@ -169,7 +164,6 @@ impl Engine {
             options,
         } = settings;
         let (changes, _) = broadcast::channel(1024);
-        let recorder = decide::Recorder::for_store(&store, options.max_batch);
         let metrics = metrics::Metrics::new(&options.replica_id);
         let engine = Arc::new(Engine {
             metrics,
@@ -178,7 +172,6 @@ impl Engine {
             directory,
             options,
             snapshots: snapshots::Registry::default(),
-            recorder,
             changes,
             signer,
             usage: resources::Usage::default(),

@@ -320,10 +320,9 @@ impl Engine {
         // snapshot's revocation is read without reading the job first.
         let snapshot_revoked = self
             .store
-            .snapshot(snapshot_id)
+            .snapshot_revoked(snapshot_id)
             .await
-            .map_err(store_refusal)?
-            .is_some_and(|s| s.revoked_at.is_some());
+            .map_err(store_refusal)?;
         let require_active = if self.options.require_active_snapshot {
             self.active_for_job(job_id).await?
         } else {

@@ -30,9 +30,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// or rolled back.
     fn submit(&self, write: Write) -> impl Future<Output = ()> + Send;
 
-    /// See [`Store::batches_writes`].
-    fn batches_writes(&self) -> bool;
-
     /// See [`Store::listen`].
     fn listen(&self) -> impl Future<Output = Option<mpsc::Receiver<StoreEvent>>> + Send {
         async { None }
@@ -118,6 +115,14 @@ impl<B: Backend> Store for Stored<B> {
         .await
     }
 
+    async fn snapshot_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut c = self.reads.acquire().await?;
+            reads::snapshot_revoked(&mut *c, id).await
+        })
+        .await
+    }
+
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError> {
         self.bounded(async {
             let mut c = self.reads.acquire().await?;
@@ -160,10 +165,6 @@ impl<B: Backend> Store for Stored<B> {
             rx,
         )
         .await
-    }
-
-    fn batches_writes(&self) -> bool {
-        self.writes.batches_writes()
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -32,7 +32,12 @@ pub(crate) struct Dialect {
     pub audit_head: &'static str,
     /// Serialises snapshot activation across processes, where needed.
     pub lock_activation: Option<&'static str>,
-    /// Announces a change to other processes (`$1` the payload), where any listen.
+    /// Reads and locks the jobs with the ids in `$1` (a JSON array), in job
+    /// id order, as [`Dialect::job`] reads one, where writers of several
+    /// processes could interleave.
+    pub lock_jobs: Option<&'static str>,
+    /// Announces changes to other processes (`$1` a JSON array of
+    /// payloads), where any listen.
     pub notify: Option<&'static str>,
 }
 
@@ -164,10 +169,9 @@ impl Effects {
                 c.insert_rows(rows::INSERT_OUTBOX, chunk, "").await?;
             }
         }
-        if let Some(notify) = d.notify {
-            for payload in &self.announce {
-                c.execute(notify, &[Arg::Text(payload)]).await?;
-            }
+        if let Some(notify) = d.notify.filter(|_| !self.announce.is_empty()) {
+            c.execute(notify, &[Arg::Text(&json_text(&self.announce)?)])
+                .await?;
         }
         Ok(())
     }

@@ -222,6 +222,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every scope's active snapshot, by id (cheap enough to poll).
     async fn active_snapshots(&self) -> Result<Vec<(Scope, SnapshotId)>, StoreError>;
     async fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
+    /// Whether the snapshot `id` is revoked (an unknown one is not),
+    /// without reading its texts: what every Bind asks.
+    async fn snapshot_revoked(&self, id: &str) -> Result<bool, StoreError>;
     async fn snapshots(&self, name: Option<&str>) -> Result<Vec<SnapshotRow>, StoreError>;
     /// Revokes a snapshot (idempotent) and audits `snapshot_revoked`
     /// under `tenant` (the snapshot's owner; empty for the system's).
@@ -241,11 +244,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         decisions: Vec<Transition>,
     ) -> Result<Vec<Recorded>, StoreError>;
-    /// True when the store already commits every write waiting at once
-    /// (SQLite's single writer), so callers need not batch decisions.
-    fn batches_writes(&self) -> bool {
-        false
-    }
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Applies `command` to the current record and stores the result,
     /// guarded by the version read, with its effects; a refusal's effects

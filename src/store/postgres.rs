@@ -1,18 +1,30 @@
 //! The PostgreSQL store, shared by several gavel replicas. The same
-//! operations as SQLite; what differs is locking and announcing: each write
-//! runs in its own transaction that locks the job row (`FOR UPDATE`) and
-//! this replica's audit-chain head, activations are serialised across
-//! replicas by an advisory lock, and every change is announced with
-//! `NOTIFY gavel_events` so other replicas switch snapshots and update
-//! watchers at once.
+//! operations as SQLite; what differs is locking and announcing.
+//!
+//! Each replica has one writer, as SQLite has one writer thread: a thread
+//! with a connection of its own, which takes the decisions and transitions
+//! waiting and runs them in one transaction (group commit: one commit, and
+//! one lock of this replica's audit-chain head, for the lot). Other
+//! replicas write the same rows at the same time, so the transaction first
+//! reads and locks every job its transitions name, in one statement and in
+//! job id order (`FOR UPDATE`), and inserts new jobs in job id order: two
+//! replicas' batches then wait for each other in one order, never in a
+//! cycle, and a transition needs no read of its own. Should a batch fail
+//! all the same (a deadlock PostgreSQL broke, one write's error), its
+//! writes run again each in a transaction of its own before anyone is
+//! answered. Activations (serialised across replicas by an advisory lock),
+//! revocations, sessions and deliveries always run in transactions of
+//! their own. Every commit announces its changes with one
+//! `NOTIFY gavel_events` statement, so other replicas switch snapshots and
+//! update watchers at once. Reads use a pool.
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
-use super::effects::{Dialect, Effects};
+use super::effects::Dialect;
 use super::rows::job_columns;
-use super::writes::Write;
+use super::writes::{Failed, Write, merge_decisions, run_together};
 use super::{StoreError, StoreEvent, StoreOptions};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -66,13 +78,27 @@ static DIALECT: Dialect = Dialect {
     ),
     audit_head: "SELECT seq, head_hash FROM audit_heads WHERE chain = $1 FOR UPDATE",
     lock_activation: Some("SELECT pg_advisory_xact_lock(727274701)"),
-    notify: Some(concat!("SELECT pg_notify('", channel!(), "', $1)")),
+    lock_jobs: Some(concat!(
+        "SELECT ",
+        job_columns!(),
+        ", ",
+        approvals_json!(),
+        " FROM jobs WHERE job_id IN (SELECT json_array_elements_text($1::json)) ORDER BY job_id FOR UPDATE OF jobs"
+    )),
+    notify: Some(concat!(
+        "SELECT pg_notify('",
+        channel!(),
+        "', p) FROM json_array_elements_text($1::json) AS p"
+    )),
 };
 
-/// Writes run in transactions of their own on the pool.
+/// The most writes committed together.
+const MAX_BATCH: usize = 512;
+
+/// Writes go to this replica's writer task.
 pub(crate) struct PgWriter {
+    writes: mpsc::Sender<Write>,
     pool: PgPool,
-    chain: String,
 }
 
 /// Connects to `url` (`postgres://…`), applies migrations (serialised
@@ -95,7 +121,7 @@ pub(crate) async fn open(
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(store.timeout)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
     migrate(&pool, sqlx::migrate!("migrations/postgres")).await?;
     // gavel answers once PostgreSQL says committed; with this off the
@@ -108,13 +134,21 @@ pub(crate) async fn open(
             "PostgreSQL has synchronous_commit = off: writes gavel acknowledged can be lost if the database server crashes"
         );
     }
+    let (writes, rx) = mpsc::channel(4096);
+    let chain = chain.to_owned();
+    let timeout = store.timeout;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("starting the PostgreSQL writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("gavel-pg-writer".into())
+        .spawn(move || runtime.block_on(writer(options, timeout, chain, rx)))
+        .map_err(|e| StoreError::Unavailable(format!("starting the PostgreSQL writer: {e}")))?;
     Ok(Stored {
         timeout: store.timeout,
         reads: pool.clone(),
-        writes: PgWriter {
-            pool,
-            chain: chain.to_owned(),
-        },
+        writes: PgWriter { writes, pool },
     })
 }
 
@@ -122,29 +156,12 @@ impl Backend for PgWriter {
     type Db = Postgres;
     const DIALECT: &'static Dialect = &DIALECT;
 
-    /// Each write is its own transaction: replicas lock rows, not a process.
     async fn submit(&self, write: Write) {
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return write.fail(&e.into()),
-        };
-        let mut fx = Effects::new(&self.chain);
-        let Ok(done) = write.run(&mut *tx, &DIALECT, &mut fx).await else {
-            // Already answered with the error; dropping `tx` rolls back.
-            return;
-        };
-        let committed = match fx.flush(&mut *tx, &DIALECT).await {
-            Ok(()) => tx.commit().await.map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
-        match committed {
-            Ok(()) => done.succeed(),
-            Err(e) => done.fail(&e),
+        if let Err(mpsc::error::SendError(write)) = self.writes.send(write).await {
+            write.fail(&StoreError::Unavailable(
+                "the database writer has stopped".into(),
+            ));
         }
-    }
-
-    fn batches_writes(&self) -> bool {
-        false
     }
 
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
@@ -189,5 +206,122 @@ impl Backend for PgWriter {
             }
         });
         Some(rx)
+    }
+}
+
+/// The writer: a thread of its own with a connection of its own, so that
+/// its round trips to the database wait neither for the server's request
+/// tasks nor for the pool. It commits the decisions and transitions
+/// waiting in one transaction, then whatever else waited, each in a
+/// transaction of its own; it ends when the store is dropped.
+async fn writer(
+    options: PgConnectOptions,
+    timeout: Duration,
+    chain: String,
+    mut rx: mpsc::Receiver<Write>,
+) {
+    let mut w = Writer {
+        options,
+        timeout,
+        chain,
+        conn: None,
+    };
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (together, alone): (Vec<_>, Vec<_>) = merge_decisions(std::mem::take(&mut batch))
+            .into_iter()
+            .partition(Write::shares);
+        if !together.is_empty() {
+            w.settle(together).await;
+        }
+        for one in alone {
+            w.settle(vec![one]).await;
+        }
+    }
+}
+
+struct Writer {
+    options: PgConnectOptions,
+    /// How long connecting may take.
+    timeout: Duration,
+    chain: String,
+    /// Closed after a failed transaction; the next one connects again.
+    conn: Option<PgConnection>,
+}
+
+impl Writer {
+    /// Runs `writes` in one transaction. Should it fail once begun, each
+    /// write runs again in a transaction of its own before anyone is
+    /// answered, so that one write's error (or a deadlock another process
+    /// caused) fails that write alone. Writes whose callers gave up
+    /// meanwhile are skipped; once the database stops answering, the rest
+    /// fail with its error.
+    async fn settle(&mut self, writes: Vec<Write>) {
+        let Err(failed) = self.attempt(writes).await else {
+            return;
+        };
+        let retry =
+            failed.began && failed.writes.len() > 1 && !matches!(failed.error, StoreError::Full(_));
+        if !retry {
+            tracing::error!(error = %failed.error, "a write transaction failed and was rolled back");
+            failed
+                .writes
+                .into_iter()
+                .for_each(|w| w.fail(&failed.error));
+            return;
+        }
+        tracing::warn!(
+            error = %failed.error,
+            writes = failed.writes.len(),
+            "a write batch failed and was rolled back; running its writes one by one"
+        );
+        let mut rest = failed.writes.into_iter();
+        while let Some(w) = rest.next() {
+            if w.abandoned() {
+                continue;
+            }
+            if let Err(f) = self.attempt(vec![w]).await {
+                tracing::error!(error = %f.error, "a write failed on its own and was rolled back");
+                let unreachable = !f.began;
+                f.writes.into_iter().for_each(|w| w.fail(&f.error));
+                if unreachable {
+                    rest.for_each(|w| w.fail(&f.error));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One transaction; a connection whose transaction failed is closed,
+    /// not reused (it may still be inside it).
+    async fn attempt(&mut self, writes: Vec<Write>) -> Result<(), Failed> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => match self.connect().await {
+                Ok(c) => c,
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        writes,
+                        began: false,
+                    });
+                }
+            },
+        };
+        let result = run_together(&mut conn, &DIALECT, &self.chain, "BEGIN", writes).await;
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    async fn connect(&self) -> Result<PgConnection, StoreError> {
+        match tokio::time::timeout(self.timeout, PgConnection::connect_with(&self.options)).await {
+            Ok(c) => Ok(c?),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "connecting to PostgreSQL took longer than {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
     }
 }

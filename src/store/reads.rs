@@ -113,6 +113,15 @@ pub(crate) async fn active_snapshots<C: Conn>(
         .collect()
 }
 
+/// Whether the snapshot `id` is revoked; an unknown one is not.
+pub(crate) async fn snapshot_revoked<C: Conn>(c: &mut C, id: &str) -> Result<bool, StoreError> {
+    const REVOKED: &str = "SELECT revoked_at FROM snapshots WHERE id = $1";
+    match c.fetch_optional(REVOKED, &[Arg::Text(id)]).await? {
+        Some(row) => Ok(row.opt_int("revoked_at")?.is_some()),
+        None => Ok(false),
+    }
+}
+
 pub(crate) async fn snapshot<C: Conn>(
     c: &mut C,
     id: &str,

@@ -12,11 +12,10 @@
 //! it. Reads, and the migrations, go through a pool of sqlx connections.
 
 use super::backend::{Backend, Stored, invalid_url, migrate};
-use super::conn::Conn;
 use super::direct::{self, Direct};
-use super::effects::{Dialect, Effects};
+use super::effects::Dialect;
 use super::rows::job_columns;
-use super::writes::{DecisionReplies, Write};
+use super::writes::{Write, merge_decisions, run_together};
 use super::{StoreError, StoreEvent, StoreOptions};
 use rusqlite::Connection;
 use sqlx::Sqlite;
@@ -61,6 +60,7 @@ static DIALECT: Dialect = Dialect {
     ensure_audit_head: None,
     audit_head: "SELECT seq, head_hash FROM audit_heads WHERE chain = $1",
     lock_activation: None,
+    lock_jobs: None,
     // One process owns the file: nobody else to tell.
     notify: None,
 };
@@ -128,10 +128,6 @@ impl Backend for SqliteWriter {
         }
     }
 
-    fn batches_writes(&self) -> bool {
-        true
-    }
-
     async fn listen(&self) -> Option<mpsc::Receiver<StoreEvent>> {
         None
     }
@@ -167,86 +163,26 @@ fn writer(path: PathBuf, conn: Connection, chain: String, mut rx: mpsc::Receiver
             conn: &mut c,
             shapes: &mut shapes,
         };
-        match direct::finish(run_on(&mut d, &chain, writes)) {
-            Some(true) => conn = Some(c),
-            // A failed COMMIT (SQLITE_FULL among others) can leave SQLite
-            // inside the transaction with the rollback refused too.
-            // Closing the connection rolls back whatever is left; the next
-            // batch opens a fresh one.
-            Some(false) => drop(c),
+        let ran = run_together(&mut d, &DIALECT, &chain, "BEGIN IMMEDIATE", writes);
+        match direct::finish(ran) {
+            Some(Ok(())) => conn = Some(c),
+            // On a database error every write in the batch fails and
+            // nothing is kept. A failed COMMIT (SQLITE_FULL among others)
+            // can leave SQLite inside the transaction with the rollback
+            // refused too: closing the connection rolls back whatever is
+            // left, and the next batch opens a fresh one.
+            Some(Err(failed)) => {
+                tracing::error!(error = %failed.error, "a write batch failed and was rolled back");
+                failed
+                    .writes
+                    .into_iter()
+                    .for_each(|w| w.fail(&failed.error));
+                drop(c)
+            }
             None => {
                 tracing::error!("a write batch waited on the SQLite writer thread; it was dropped");
                 drop(c)
             }
         }
-    }
-}
-
-/// Runs a batch in one `BEGIN IMMEDIATE` transaction. Decisions waiting
-/// are recorded together first (they are concurrent with everything else
-/// in the batch, none having been answered); on a database error every
-/// write in the batch fails and nothing is kept. False when the batch
-/// failed.
-async fn run_on<C: Conn>(c: &mut C, chain: &str, writes: Vec<Write>) -> bool {
-    if let Err(e) = c.execute("BEGIN IMMEDIATE", &[]).await {
-        writes.into_iter().for_each(|w| w.fail(&e));
-        return false;
-    }
-    let mut fx = Effects::new(chain);
-    let mut done = Vec::with_capacity(writes.len());
-    let mut rest = writes.into_iter();
-    let mut failure = None;
-    for w in rest.by_ref() {
-        match w.run(c, &DIALECT, &mut fx).await {
-            Ok(d) => done.push(d),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let result = match failure {
-        Some(e) => Err(e),
-        None => match fx.flush(c, &DIALECT).await {
-            Ok(()) => c.execute("COMMIT", &[]).await.map(drop),
-            Err(e) => Err(e),
-        },
-    };
-    match result {
-        Ok(()) => {
-            done.into_iter().for_each(|d| d.succeed());
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "a write batch failed and was rolled back");
-            // Whatever the rollback says, the caller closes the connection.
-            let _ = c.execute("ROLLBACK", &[]).await;
-            done.into_iter().for_each(|d| d.fail(&e));
-            rest.for_each(|w| w.fail(&e));
-            false
-        }
-    }
-}
-
-/// Joins the batch's decision writes into one, first: each caller is
-/// still answered with its own part.
-fn merge_decisions(writes: Vec<Write>) -> Vec<Write> {
-    let mut merged: Option<(Vec<_>, DecisionReplies)> = None;
-    let mut others = Vec::with_capacity(writes.len());
-    for w in writes {
-        match (w, &mut merged) {
-            (Write::Decisions(d, r), None) => merged = Some((d, r)),
-            (Write::Decisions(d, r), Some((all, replies))) => {
-                all.extend(d);
-                replies.append(r);
-            }
-            (w, _) => others.push(w),
-        }
-    }
-    match merged {
-        Some((d, r)) => std::iter::once(Write::Decisions(d, r))
-            .chain(others)
-            .collect(),
-        None => others,
     }
 }

@@ -14,7 +14,7 @@ use super::{
 use crate::approval::{self, Command, JobRecord, Transition};
 use crate::audit::AuditEvent;
 use crate::policy::Scope;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::oneshot;
 
 /// Where the answers for recorded decisions go: each caller gets the part
@@ -96,27 +96,22 @@ pub(crate) enum SessionOp {
     Purge(i64),
 }
 
-/// A write that ran, holding its answer until the commit says whether it stands.
-pub(crate) enum Done {
-    Decisions(DecisionReplies, Vec<Recorded>),
-    Transition(
-        oneshot::Sender<Result<Logged, TransitionError>>,
-        Box<Result<Logged, TransitionError>>,
-    ),
-    Activate(
-        oneshot::Sender<Result<Activated, StoreError>>,
-        Box<Activated>,
-    ),
-    Revoke(
-        oneshot::Sender<Result<Option<SnapshotRow>, StoreError>>,
-        Option<Box<SnapshotRow>>,
-    ),
-    Session(oneshot::Sender<Result<u64, StoreError>>, u64),
-    Delivery(DeliveryReply, (Vec<super::deliveries::DeliveryRow>, u64)),
+/// What a write produced inside its transaction, held (with the write and
+/// its reply) until the commit says whether it stands.
+pub(crate) enum Outcome {
+    /// Per decision, in order: `None` when it was inserted, the stored
+    /// record when its job id was taken already.
+    Decisions(Vec<Option<JobRecord>>),
+    Transition(Box<Result<Logged, TransitionError>>),
+    Activate(Box<Activated>),
+    Revoke(Option<Box<SnapshotRow>>),
+    Session(u64),
+    Delivery((Vec<super::deliveries::DeliveryRow>, u64)),
 }
 
 impl Write {
-    /// Answers a write that never ran (the transaction could not start).
+    /// Answers a write that is not kept: its transaction could not start,
+    /// or rolled back.
     pub(crate) fn fail(self, e: &StoreError) {
         match self {
             Write::Decisions(_, replies) => replies.send(Err(e.clone())),
@@ -128,109 +123,210 @@ impl Write {
         }
     }
 
-    /// Runs the write inside the caller's transaction. On a database
-    /// error the write is answered with it at once and the error returned,
-    /// so the caller rolls back and fails the rest.
+    /// Whether nobody waits for the answer any more (every caller timed out).
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            Write::Decisions(_, replies) => replies.0.iter().all(|(_, r)| r.is_closed()),
+            Write::Transition { reply, .. } => reply.is_closed(),
+            Write::Activate { reply, .. } => reply.is_closed(),
+            Write::Revoke { reply, .. } => reply.is_closed(),
+            Write::Session { reply, .. } => reply.is_closed(),
+            Write::Delivery { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Whether the write may share a transaction with others where several
+    /// processes write (PostgreSQL): it locks nothing but job rows, which
+    /// [`run_together`] locks first in one order, and this process's chain
+    /// head. Activations (an advisory lock), revocations, sessions and
+    /// deliveries run in transactions of their own there.
+    pub(crate) fn shares(&self) -> bool {
+        matches!(self, Write::Decisions(..) | Write::Transition { .. })
+    }
+
+    /// Runs the write inside the caller's transaction and returns what it
+    /// produced, answering nobody: the write stays whole, so that after a
+    /// rollback it can be answered with the error or run again.
     pub(crate) async fn run<C: Conn>(
-        self,
+        &self,
         c: &mut C,
         d: &Dialect,
         fx: &mut Effects,
-    ) -> Result<Done, StoreError> {
-        fn settle<T, U>(
-            result: Result<T, StoreError>,
-            reply: oneshot::Sender<Result<U, StoreError>>,
-        ) -> Result<(T, oneshot::Sender<Result<U, StoreError>>), StoreError> {
-            match result {
-                Ok(v) => Ok((v, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(e.clone()));
-                    Err(e)
-                }
-            }
-        }
-        match self {
-            Write::Decisions(decisions, replies) => {
-                match record_decisions(c, d, fx, decisions).await {
-                    Ok(out) => Ok(Done::Decisions(replies, out)),
-                    Err(e) => {
-                        replies.send(Err(e.clone()));
-                        Err(e)
-                    }
-                }
+        held: &mut Held,
+    ) -> Result<Outcome, StoreError> {
+        Ok(match self {
+            Write::Decisions(decisions, _) => {
+                Outcome::Decisions(record_decisions(c, d, fx, decisions).await?)
             }
             Write::Transition {
                 job_id,
                 command,
                 now,
-                reply,
-            } => match transition(c, d, fx, &job_id, &command, now).await {
-                Ok(out) => Ok(Done::Transition(reply, Box::new(out))),
-                Err(e) => {
-                    let _ = reply.send(Err(e.clone().into()));
-                    Err(e)
-                }
-            },
+                ..
+            } => Outcome::Transition(Box::new(
+                transition(c, d, fx, held, job_id, command, *now).await?,
+            )),
             Write::Activate {
                 scope,
                 snapshot,
                 actor,
                 now,
-                reply,
-            } => {
-                let (out, reply) = settle(
-                    activate(c, d, fx, &scope, &snapshot, &actor, now).await,
-                    reply,
-                )?;
-                Ok(Done::Activate(reply, Box::new(out)))
-            }
+                ..
+            } => Outcome::Activate(Box::new(
+                activate(c, d, fx, scope, snapshot, actor, *now).await?,
+            )),
             Write::Revoke {
                 id,
                 tenant,
                 actor,
                 reason,
                 now,
-                reply,
+                ..
             } => {
                 let who = (tenant.as_str(), actor.as_str());
-                let (out, reply) = settle(revoke(c, d, fx, &id, who, &reason, now).await, reply)?;
-                Ok(Done::Revoke(reply, out.map(Box::new)))
+                Outcome::Revoke(revoke(c, d, fx, id, who, reason, *now).await?.map(Box::new))
             }
-            Write::Session { op, reply } => {
-                let (out, reply) = settle(session(c, &op).await, reply)?;
-                Ok(Done::Session(reply, out))
+            Write::Session { op, .. } => Outcome::Session(session(c, op).await?),
+            Write::Delivery { op, .. } => Outcome::Delivery(super::deliveries::run(c, op).await?),
+        })
+    }
+
+    /// The transaction committed: the write's outcome stands.
+    pub(crate) fn answer(self, outcome: Outcome) {
+        match (self, outcome) {
+            (Write::Decisions(decisions, replies), Outcome::Decisions(stored)) => {
+                let recorded = decisions
+                    .into_iter()
+                    .zip(stored)
+                    .map(|(t, existing)| match existing {
+                        None => Recorded::Inserted(t.record),
+                        Some(r) => Recorded::Existing(r),
+                    })
+                    .collect();
+                replies.send(Ok(recorded))
             }
-            Write::Delivery { op, reply } => {
-                let (out, reply) = settle(super::deliveries::run(c, &op).await, reply)?;
-                Ok(Done::Delivery(reply, out))
+            (Write::Transition { reply, .. }, Outcome::Transition(r)) => drop(reply.send(*r)),
+            (Write::Activate { reply, .. }, Outcome::Activate(a)) => drop(reply.send(Ok(*a))),
+            (Write::Revoke { reply, .. }, Outcome::Revoke(r)) => {
+                drop(reply.send(Ok(r.map(|b| *b))))
             }
+            (Write::Session { reply, .. }, Outcome::Session(n)) => drop(reply.send(Ok(n))),
+            (Write::Delivery { reply, .. }, Outcome::Delivery(out)) => drop(reply.send(Ok(out))),
+            // `run` gives each write its own kind of outcome.
+            (w, _) => w.fail(&StoreError::Corrupt(
+                "a write's outcome was of another kind".into(),
+            )),
         }
     }
 }
 
-impl Done {
-    /// The transaction committed: the answer stands.
-    pub(crate) fn succeed(self) {
-        match self {
-            Done::Decisions(replies, r) => replies.send(Ok(r)),
-            Done::Transition(tx, r) => drop(tx.send(*r)),
-            Done::Activate(tx, r) => drop(tx.send(Ok(*r))),
-            Done::Revoke(tx, r) => drop(tx.send(Ok(r.map(|b| *b)))),
-            Done::Session(tx, n) => drop(tx.send(Ok(n))),
-            Done::Delivery(tx, out) => drop(tx.send(Ok(out))),
+/// The job records this transaction locked first, as read then. A
+/// transition takes its job's record from here instead of reading it; a
+/// second transition of the same job in the batch reads it again (its row
+/// is locked already, and the read sees the first one's change).
+#[derive(Default)]
+pub(crate) struct Held(HashMap<String, JobRecord>);
+
+/// A batch that did not commit; nothing of it was kept, and no write in
+/// it has been answered.
+pub(crate) struct Failed {
+    pub error: StoreError,
+    pub writes: Vec<Write>,
+    /// Whether the transaction had begun: the database answered.
+    pub began: bool,
+}
+
+/// Runs `writes` in one transaction opened with `begin`, and answers each
+/// once it has committed. Where the dialect locks jobs, the job rows the
+/// transitions read are locked first, in job id order, so that batches of
+/// several processes cannot deadlock on them. Each write sees the effects
+/// of the ones before it. On a database error the transaction is rolled
+/// back (the caller closes a connection whose rollback failed too) and the
+/// writes come back unanswered.
+pub(crate) async fn run_together<C: Conn>(
+    c: &mut C,
+    d: &Dialect,
+    chain: &str,
+    begin: &'static str,
+    writes: Vec<Write>,
+) -> Result<(), Failed> {
+    if let Err(error) = c.execute(begin, &[]).await {
+        return Err(Failed {
+            error,
+            writes,
+            began: false,
+        });
+    }
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let result = async {
+        let mut held = Held::default();
+        if let Some(lock) = d.lock_jobs {
+            let mut ids: Vec<&str> = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Transition { job_id, .. } => Some(job_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if !ids.is_empty() {
+                ids.sort_unstable();
+                ids.dedup();
+                let ids = json_text(&ids)?;
+                for row in c.fetch_all(lock, &[Arg::Text(&ids)]).await? {
+                    let record = rows::job(&row)?;
+                    held.0.insert(record.job_id.clone(), record);
+                }
+            }
+        }
+        let mut fx = Effects::new(chain);
+        for w in &writes {
+            outcomes.push(w.run(c, d, &mut fx, &mut held).await?);
+        }
+        fx.flush(c, d).await?;
+        c.execute("COMMIT", &[]).await.map(drop)
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            writes
+                .into_iter()
+                .zip(outcomes)
+                .for_each(|(w, o)| w.answer(o));
+            Ok(())
+        }
+        Err(error) => {
+            // Whatever the rollback says, the caller closes the connection
+            // if it may still be inside the transaction.
+            let _ = c.execute("ROLLBACK", &[]).await;
+            Err(Failed {
+                error,
+                writes,
+                began: true,
+            })
         }
     }
+}
 
-    /// The transaction rolled back: nothing of this write was kept.
-    pub(crate) fn fail(self, e: &StoreError) {
-        match self {
-            Done::Decisions(replies, _) => replies.send(Err(e.clone())),
-            Done::Transition(tx, _) => drop(tx.send(Err(e.clone().into()))),
-            Done::Activate(tx, _) => drop(tx.send(Err(e.clone()))),
-            Done::Revoke(tx, _) => drop(tx.send(Err(e.clone()))),
-            Done::Session(tx, _) => drop(tx.send(Err(e.clone()))),
-            Done::Delivery(tx, _) => drop(tx.send(Err(e.clone()))),
+/// Joins the batch's decision writes into one, first: each caller is
+/// still answered with its own part.
+pub(crate) fn merge_decisions(writes: Vec<Write>) -> Vec<Write> {
+    let mut merged: Option<(Vec<_>, DecisionReplies)> = None;
+    let mut others = Vec::with_capacity(writes.len());
+    for w in writes {
+        match (w, &mut merged) {
+            (Write::Decisions(d, r), None) => merged = Some((d, r)),
+            (Write::Decisions(d, r), Some((all, replies))) => {
+                all.extend(d);
+                replies.append(r);
+            }
+            (w, _) => others.push(w),
         }
+    }
+    match merged {
+        Some((d, r)) => std::iter::once(Write::Decisions(d, r))
+            .chain(others)
+            .collect(),
+        None => others,
     }
 }
 
@@ -240,17 +336,21 @@ async fn record_decisions<C: Conn>(
     c: &mut C,
     d: &Dialect,
     fx: &mut Effects,
-    decisions: Vec<Transition>,
-) -> Result<Vec<Recorded>, StoreError> {
+    decisions: &[Transition],
+) -> Result<Vec<Option<JobRecord>>, StoreError> {
     let evaluations: Vec<String> = decisions
         .iter()
         .map(|t| json_text(&t.record.evaluation))
         .collect::<Result<_, _>>()?;
-    let values: Vec<Vec<Arg>> = decisions
+    let mut values: Vec<(&str, Vec<Arg>)> = decisions
         .iter()
         .zip(&evaluations)
-        .map(|(t, e)| rows::job_insert(&t.record, e))
+        .map(|(t, e)| (t.record.job_id.as_str(), rows::job_insert(&t.record, e)))
         .collect();
+    // Inserted in job id order: two processes inserting the same ids at
+    // once wait for each other in one order, never in a cycle.
+    values.sort_by(|a, b| a.0.cmp(b.0));
+    let values: Vec<Vec<Arg>> = values.into_iter().map(|(_, v)| v).collect();
     let mut inserted = HashSet::new();
     for chunk in values.chunks(500) {
         for row in c
@@ -267,15 +367,18 @@ async fn record_decisions<C: Conn>(
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(decisions.len());
     for t in decisions {
-        let first = seen.insert(t.record.job_id.clone());
+        let first = seen.insert(t.record.job_id.as_str());
         if first && inserted.contains(&t.record.job_id) {
-            fx.apply(c, d, t.effects, t.record.created_at).await?;
-            out.push(Recorded::Inserted(t.record));
+            // Cloned: the write stays whole should its batch roll back
+            // and run again.
+            fx.apply(c, d, t.effects.clone(), t.record.created_at)
+                .await?;
+            out.push(None);
         } else {
             let existing = reads::load_job(c, d.job, &t.record.job_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("a conflicting job vanished".into()))?;
-            out.push(Recorded::Existing(existing));
+            out.push(Some(existing));
         }
     }
     Ok(out)
@@ -290,13 +393,18 @@ async fn transition<C: Conn>(
     c: &mut C,
     d: &Dialect,
     fx: &mut Effects,
+    held: &mut Held,
     job_id: &str,
     command: &Command,
     now: i64,
 ) -> Result<Result<Logged, TransitionError>, StoreError> {
-    let current = reads::load_job(c, d.job_for_update, job_id)
-        .await?
-        .filter(|r| command.sees_tenant(&r.tenant));
+    let current = match held.0.remove(job_id) {
+        Some(r) => Some(r),
+        // Not locked at the start (SQLite locks nothing per job), or
+        // inserted by this batch after the lock.
+        None => reads::load_job(c, d.job_for_update, job_id).await?,
+    };
+    let current = current.filter(|r| command.sees_tenant(&r.tenant));
     let Some(current) = current else {
         fx.apply(c, d, approval::missing(job_id, command), now)
             .await?;

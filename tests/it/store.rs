@@ -426,6 +426,73 @@ async fn concurrent_appends_keep_one_chain(backend: Backend) {
 }
 crate::on_both_backends!(concurrent_audit, concurrent_appends_keep_one_chain);
 
+/// On PostgreSQL a replica's writes waiting together share one
+/// transaction. When one of them fails there, the others still commit:
+/// each runs again in a transaction of its own before anyone is answered,
+/// and the chain has no gap where the rolled-back batch was.
+#[tokio::test]
+async fn on_postgres_a_failing_write_fails_alone_in_its_batch() {
+    let test = "store::failing_write";
+    let Some((url, _)) = fresh_url(Backend::Postgres, test).await else {
+        return;
+    };
+    let store = gavel::store::open(&url, "main").await.unwrap();
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
+        .await
+        .unwrap()
+        .snapshot;
+    let ids = ["j0", "j1", "poisoned", "j2", "j3"];
+    let jobs = ids.iter().map(|id| decided(&s.id, id, "deploy", 100));
+    store.record_decisions(jobs.collect()).await.unwrap();
+    // Any change to the job `poisoned` is an error in the database.
+    let sql = super::helpers::raw_sql;
+    sql(&url, "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'poisoned by the test'; END $$")
+        .await
+        .unwrap();
+    sql(&url, "CREATE TRIGGER poison BEFORE UPDATE ON jobs FOR EACH ROW WHEN (NEW.job_id = 'poisoned') EXECUTE FUNCTION poison()")
+        .await
+        .unwrap();
+    let alice = person("alice", &["reviewer"]);
+    // This runtime has one thread: polling each approval once queues its
+    // write and leaves it waiting for the answer, all before the writer
+    // task runs, so the writer takes the five as one batch.
+    let mut pending: Vec<_> = ids
+        .iter()
+        .map(|id| store.transition(id, approve_as(&alice, "ok"), 200))
+        .collect();
+    let mut early = Vec::new();
+    for f in &mut pending {
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+        early.push(polled.is_ready());
+    }
+    assert_eq!(
+        early, [false; 5],
+        "no approval was answered before the writer ran"
+    );
+    let mut results = Vec::new();
+    for f in pending {
+        results.push(f.await);
+    }
+    for (id, result) in ids.iter().zip(&results) {
+        match (*id, result) {
+            ("poisoned", Err(TransitionError::Store(gavel::store::StoreError::Unavailable(e)))) => {
+                assert!(e.contains("poisoned by the test"), "{e}")
+            }
+            ("poisoned", other) => panic!("the poisoned approval: {other:?}"),
+            (_, Ok(record)) => assert_eq!(record.version, 2, "{id}"),
+            (_, Err(e)) => panic!("{id} failed with the poisoned one: {e}"),
+        }
+    }
+    assert_eq!(store.job("poisoned").await.unwrap().unwrap().version, 1);
+    let page = store.audit_page("main", 0, 100).await.unwrap();
+    let mut v = ChainVerifier::new("main");
+    page.iter().for_each(|e| v.push(e));
+    let report = v.finish();
+    // One activation, five decisions, four approvals.
+    assert!(report.ok && report.entries == 10, "{report:?}");
+}
+
 /// Every transition that must be notified writes one outbox message in its
 /// own transaction, keyed by job, version and kind; the others write none.
 async fn transitions_write_their_outbox_messages(backend: Backend) {
