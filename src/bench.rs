@@ -246,8 +246,13 @@ async fn connect(
 
 static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A prefix for this run's job ids: 48 random bits. (The first 12 hex
+/// digits of a UUIDv7 are its millisecond timestamp, so two loads started
+/// in the same millisecond, one per replica, used to decide, approve and
+/// bind each other's jobs; the last 12 are random.)
 fn run_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()[..12].to_owned()
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    id[id.len() - 12..].to_owned()
 }
 
 /// An allowed job under the shipped policy (a read).
@@ -653,4 +658,14 @@ pub fn render(r: &Report) -> String {
         s.push_str(&format!("  {k}: {v}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_started_in_one_millisecond_get_their_own_job_ids() {
+        let ids: std::collections::BTreeSet<String> = (0..64).map(|_| super::run_id()).collect();
+        assert_eq!(ids.len(), 64);
+        assert!(ids.iter().all(|id| id.len() == 12));
+    }
 }
