@@ -293,12 +293,14 @@ impl Writer {
     }
 
     /// One transaction; a connection whose transaction failed is closed,
-    /// not reused (it may still be inside it).
+    /// not reused (it may still be inside it). A kept connection that
+    /// cannot even begin one (the server restarted while it sat idle) is
+    /// replaced once, so the first batch after a restart is not refused.
     async fn attempt(&mut self, writes: Vec<Write>) -> Result<(), Failed> {
-        let mut conn = match self.conn.take() {
-            Some(c) => c,
+        let (mut conn, kept) = match self.conn.take() {
+            Some(c) => (c, true),
             None => match self.connect().await {
-                Ok(c) => c,
+                Ok(c) => (c, false),
                 Err(error) => {
                     return Err(Failed {
                         error,
@@ -308,7 +310,22 @@ impl Writer {
                 }
             },
         };
-        let result = run_together(&mut conn, &DIALECT, &self.chain, "BEGIN", writes).await;
+        let result = match run_together(&mut conn, &DIALECT, &self.chain, "BEGIN", writes).await {
+            Err(f) if kept && !f.began => {
+                conn = match self.connect().await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            writes: f.writes,
+                            began: false,
+                        });
+                    }
+                };
+                run_together(&mut conn, &DIALECT, &self.chain, "BEGIN", f.writes).await
+            }
+            other => other,
+        };
         if result.is_ok() {
             self.conn = Some(conn);
         }

@@ -493,6 +493,40 @@ async fn on_postgres_a_failing_write_fails_alone_in_its_batch() {
     assert!(report.ok && report.entries == 10, "{report:?}");
 }
 
+/// After PostgreSQL restarts, the connection the writer kept is dead. The
+/// first writes after the restart still commit: the writer connects again
+/// rather than refusing them.
+#[tokio::test]
+async fn on_postgres_the_first_writes_after_a_restart_commit() {
+    let Some(cluster) = super::pg::dedicated("store::restart") else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let store = gavel::store::open(&url, "main").await.unwrap();
+    let s = store
+        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
+        .await
+        .unwrap()
+        .snapshot;
+    store
+        .record_decisions(vec![decided(&s.id, "j0", "deploy", 100)])
+        .await
+        .unwrap();
+    cluster.stop();
+    cluster.start().unwrap();
+    let recorded = store
+        .record_decisions(vec![decided(&s.id, "j1", "deploy", 200)])
+        .await
+        .expect("the first decision after the restart");
+    assert!(matches!(recorded[..], [Recorded::Inserted(_)]));
+    let alice = person("alice", &["reviewer"]);
+    let approved = store
+        .transition("j0", approve_as(&alice, "ok"), 300)
+        .await
+        .expect("the first approval after the restart");
+    assert_eq!(approved.version, 2);
+}
+
 /// Every transition that must be notified writes one outbox message in its
 /// own transaction, keyed by job, version and kind; the others write none.
 async fn transitions_write_their_outbox_messages(backend: Backend) {
