@@ -64,12 +64,17 @@ async fn open_active(
     test: &str,
 ) -> Option<(Arc<dyn Store>, Option<tempfile::TempDir>, SnapshotRow)> {
     let (store, dir) = open(backend, test).await?;
-    let s = store
+    let s = activate_a(store.as_ref()).await;
+    Some((store, dir, s))
+}
+
+/// Activates snapshot `a` of policy `p` in `system`.
+async fn activate_a(store: &dyn Store) -> SnapshotRow {
+    store
         .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
         .await
         .unwrap()
-        .snapshot;
-    Some((store, dir, s))
+        .snapshot
 }
 
 fn snapshot(id_hash: char, name: &str) -> SnapshotRow {
@@ -437,11 +442,7 @@ async fn on_postgres_a_failing_write_fails_alone_in_its_batch() {
         return;
     };
     let store = gavel::store::open(&url, "main").await.unwrap();
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
+    let s = activate_a(store.as_ref()).await;
     let ids = ["j0", "j1", "poisoned", "j2", "j3"];
     let jobs = ids.iter().map(|id| decided(&s.id, id, "deploy", 100));
     store.record_decisions(jobs.collect()).await.unwrap();
@@ -503,11 +504,7 @@ async fn on_postgres_the_first_writes_after_a_restart_commit() {
     };
     let url = cluster.fresh_database().await;
     let store = gavel::store::open(&url, "main").await.unwrap();
-    let s = store
-        .activate_snapshot(&system(), snapshot('a', "p"), "op", 1)
-        .await
-        .unwrap()
-        .snapshot;
+    let s = activate_a(store.as_ref()).await;
     store
         .record_decisions(vec![decided(&s.id, "j0", "deploy", 100)])
         .await
